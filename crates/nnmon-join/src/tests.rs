@@ -1,0 +1,224 @@
+use super::*;
+use proptest::prelude::*;
+use std::collections::{HashMap, HashSet};
+
+fn id(n: u32) -> MessageId {
+    MessageId::Text(format!("id-{n}").into())
+}
+
+fn half(side: Side, n: u32, value: f64) -> Half {
+    Half {
+        side,
+        id: id(n),
+        value,
+        published_us: None,
+    }
+}
+
+fn roomy() -> Join {
+    Join::new(JoinLimits {
+        ttl_ms: u64::MAX,
+        max_pending: usize::MAX,
+        remembered: 1 << 20,
+    })
+}
+
+#[test]
+fn pairs_in_either_order() {
+    let mut join = roomy();
+    assert_eq!(
+        join.offer(half(Side::Prediction, 1, 140.0), 0),
+        Offer::Pending
+    );
+    let Offer::Matched(pair) = join.offer(half(Side::Truth, 1, 151.0), 1) else {
+        panic!("expected a match");
+    };
+    assert_eq!(
+        (pair.y_true, pair.y_pred, pair.absolute_error()),
+        (151.0, 140.0, 11.0)
+    );
+    assert_eq!(join.pending_len(), 0);
+}
+
+#[test]
+fn duplicates_are_absorbed_pending_or_written() {
+    let mut join = roomy();
+    assert_eq!(join.offer(half(Side::Truth, 1, 1.0), 0), Offer::Pending);
+    assert_eq!(join.offer(half(Side::Truth, 1, 1.0), 0), Offer::Duplicate);
+    assert!(matches!(
+        join.offer(half(Side::Prediction, 1, 2.0), 0),
+        Offer::Matched(_)
+    ));
+    assert_eq!(join.offer(half(Side::Truth, 1, 1.0), 0), Offer::Duplicate);
+    assert_eq!(
+        join.offer(half(Side::Prediction, 1, 2.0), 0),
+        Offer::Duplicate
+    );
+}
+
+#[test]
+fn remembered_ids_are_duplicates_after_a_restart() {
+    let mut join = roomy();
+    join.remember_written(&id(7));
+    assert_eq!(join.offer(half(Side::Truth, 7, 1.0), 0), Offer::Duplicate);
+}
+
+#[test]
+fn published_time_comes_from_either_half() {
+    let mut join = roomy();
+    let mut truth = half(Side::Truth, 1, 1.0);
+    truth.published_us = Some(99);
+    join.offer(half(Side::Prediction, 1, 2.0), 0);
+    let Offer::Matched(pair) = join.offer(truth, 0) else {
+        panic!("expected a match")
+    };
+    assert_eq!(pair.published_us, Some(99));
+}
+
+#[test]
+fn expired_halves_become_orphans_and_their_late_partners_too() {
+    let mut join = Join::new(JoinLimits {
+        ttl_ms: 100,
+        max_pending: 10,
+        remembered: 100,
+    });
+    join.offer(half(Side::Truth, 1, 1.0), 0);
+    join.offer(half(Side::Truth, 2, 1.0), 50);
+    assert!(join.evict(99).is_empty());
+    let orphans = join.evict(100);
+    assert_eq!(orphans.len(), 1);
+    assert_eq!(
+        (orphans[0].half.id.clone(), orphans[0].cause),
+        (id(1), EvictionCause::Expired)
+    );
+    assert_eq!(join.next_expiry_in(100), Some(50));
+    let Offer::Late(late) = join.offer(half(Side::Prediction, 1, 3.0), 120) else {
+        panic!("a late partner is an orphan");
+    };
+    assert_eq!(late.cause, EvictionCause::LatePartner);
+}
+
+#[test]
+fn the_cap_evicts_the_oldest_first() {
+    let mut join = Join::new(JoinLimits {
+        ttl_ms: u64::MAX,
+        max_pending: 2,
+        remembered: 100,
+    });
+    for n in 0..5 {
+        join.offer(half(Side::Truth, n, 1.0), u64::from(n));
+    }
+    let evicted: Vec<_> = join.evict(10).into_iter().map(|o| o.half.id).collect();
+    assert_eq!(evicted, vec![id(0), id(1), id(2)]);
+    assert_eq!(join.pending_len(), 2);
+}
+
+#[test]
+fn fingerprints_forget_the_oldest() {
+    let mut prints = Fingerprints::new(2);
+    for n in 0..3 {
+        prints.insert(&id(n));
+    }
+    assert!(!prints.contains(&id(0)));
+    assert!(prints.contains(&id(1)) && prints.contains(&id(2)));
+    assert_eq!(prints.len(), 2);
+}
+
+/// One delivery: which item, which side, and whether it is a redelivered copy.
+fn deliveries() -> impl Strategy<Value = (Vec<(u32, Side)>, HashMap<u32, (f64, f64)>)> {
+    // Items 0..40; each has a truth and a prediction; some sides are missing, some repeated.
+    let values = proptest::collection::vec((-1e6f64..1e6, -1e6f64..1e6), 40);
+    let plan = proptest::collection::vec((0u32..40, any::<bool>(), 1usize..3), 0..120);
+    (values, plan).prop_map(|(values, plan)| {
+        let stream = plan
+            .into_iter()
+            .flat_map(|(n, truth, copies)| {
+                let side = if truth { Side::Truth } else { Side::Prediction };
+                std::iter::repeat_n((n, side), copies)
+            })
+            .collect();
+        (
+            stream,
+            values
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| (i as u32, v))
+                .collect(),
+        )
+    })
+}
+
+proptest! {
+    #[test]
+    fn every_id_seen_on_both_sides_is_emitted_exactly_once(
+        (stream, values) in deliveries(),
+        shuffle_seed in any::<u64>(),
+    ) {
+        let mut stream = stream;
+        // Any interleaving: a deterministic shuffle driven by the generated seed.
+        let mut state = shuffle_seed | 1;
+        for i in (1..stream.len()).rev() {
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17;
+            stream.swap(i, (state % (i as u64 + 1)) as usize);
+        }
+        let mut join = roomy();
+        let mut emitted: HashMap<MessageId, Pair> = HashMap::new();
+        for (n, side) in &stream {
+            let (t, p) = values[n];
+            let value = if *side == Side::Truth { t } else { p };
+            if let Offer::Matched(pair) = join.offer(half(*side, *n, value), 0) {
+                prop_assert!(emitted.insert(pair.id.clone(), pair).is_none(), "a second row");
+            }
+        }
+        let seen = |side| stream.iter().filter(|(_, s)| *s == side).map(|(n, _)| *n).collect::<HashSet<_>>();
+        let (truths, predictions) = (seen(Side::Truth), seen(Side::Prediction));
+        let both: HashSet<_> = truths.intersection(&predictions).copied().collect();
+        prop_assert_eq!(emitted.len(), both.len());
+        for n in &both {
+            let pair = &emitted[&id(*n)];
+            let (t, p) = values[n];
+            prop_assert_eq!((pair.y_true, pair.y_pred), (t, p));
+            prop_assert_eq!(pair.absolute_error(), (t - p).abs());
+        }
+        let pending: HashSet<MessageId> = join.pending().map(|(h, _)| h.id.clone()).collect();
+        let one_side: HashSet<MessageId> = truths.symmetric_difference(&predictions).map(|n| id(*n)).collect();
+        prop_assert_eq!(pending, one_side);
+    }
+
+    #[test]
+    fn eviction_never_drops_a_pair_completed_within_the_ttl(
+        gaps in proptest::collection::vec((0u64..50, 0u64..200), 1..60),
+        ttl in 1u64..150,
+    ) {
+        // Item i's truth arrives at time 10*i, its prediction `gap` later; evictions run often.
+        let mut join = Join::new(JoinLimits { ttl_ms: ttl, max_pending: usize::MAX, remembered: 1000 });
+        let mut events: Vec<(u64, u32, Side)> = Vec::new();
+        for (i, (_, gap)) in gaps.iter().enumerate() {
+            let start = 10 * i as u64;
+            events.push((start, i as u32, Side::Truth));
+            events.push((start + gap, i as u32, Side::Prediction));
+        }
+        events.sort_by_key(|(t, _, _)| *t);
+        let mut matched = HashSet::new();
+        let mut orphaned = HashSet::new();
+        for (now, n, side) in events {
+            for orphan in join.evict(now) {
+                orphaned.insert(orphan.half.id);
+            }
+            match join.offer(half(side, n, 1.0), now) {
+                Offer::Matched(pair) => { matched.insert(pair.id); }
+                Offer::Late(orphan) => { orphaned.insert(orphan.half.id); }
+                Offer::Pending => {}
+                Offer::Duplicate => prop_assert!(false, "no duplicates were sent"),
+            }
+        }
+        for (i, (_, gap)) in gaps.iter().enumerate() {
+            let key = id(i as u32);
+            if *gap < ttl {
+                prop_assert!(matched.contains(&key), "pair {} within the TTL was dropped", i);
+            } else {
+                prop_assert!(orphaned.contains(&key) && !matched.contains(&key), "late pair {} must be an orphan", i);
+            }
+        }
+    }
+}

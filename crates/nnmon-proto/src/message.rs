@@ -1,0 +1,286 @@
+use crate::MessageId;
+use serde::{Deserialize, Serialize};
+
+/// Number of features in one diabetes sample.
+pub const FEATURE_COUNT: usize = 10;
+
+/// Largest message body accepted. A real message is under 400 bytes; anything near this size
+/// is garbage or an attack, and is dead-lettered before parsing.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// One sample's feature vector, as sent on the `features` queue.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FeaturesMessage {
+    pub id: MessageId,
+    pub features: [f64; FEATURE_COUNT],
+}
+
+/// One scalar, as sent on the `y_true` and `y_pred` queues.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValueMessage {
+    pub id: MessageId,
+    pub value: f64,
+}
+
+/// Why a message body could not be accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message of {len} bytes exceeds the {max}-byte limit")]
+    TooLarge { len: usize, max: usize },
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("wrong shape: {0}")]
+    WrongShape(serde_json::Error),
+    #[error("wrong shape: the message is not a JSON object")]
+    NotAnObject,
+    #[error("the message ID is empty")]
+    EmptyId,
+    #[error("expected {FEATURE_COUNT} features, got {0}")]
+    FeatureCount(usize),
+    #[error("non-finite number in the body")]
+    NonFinite,
+}
+
+impl DecodeError {
+    /// A short stable label for metrics and the dead-letter reason header.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::NotJson(_) => "not_json",
+            DecodeError::WrongShape(_) | DecodeError::NotAnObject => "wrong_shape",
+            DecodeError::EmptyId => "empty_id",
+            DecodeError::FeatureCount(_) => "feature_count",
+            DecodeError::NonFinite => "non_finite",
+        }
+    }
+}
+
+/// Why a message could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// JSON has no NaN or infinity; the seed's Python would send `NaN`, which no strict
+    /// parser accepts, so nnmon refuses to produce it.
+    #[error("refusing to encode a non-finite number for message {0}")]
+    NonFinite(MessageId),
+}
+
+#[derive(Deserialize)]
+struct Envelope<B> {
+    id: MessageId,
+    body: B,
+}
+
+#[derive(Serialize)]
+struct EnvelopeRef<'a, B: ?Sized> {
+    id: &'a MessageId,
+    body: &'a B,
+}
+
+fn parse<'a, B: Deserialize<'a>>(bytes: &'a [u8]) -> Result<Envelope<B>, DecodeError> {
+    if bytes.len() > MAX_MESSAGE_BYTES {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max: MAX_MESSAGE_BYTES,
+        });
+    }
+    let envelope: Envelope<B> = serde_json::from_slice(bytes).map_err(|e| {
+        if e.is_data() {
+            DecodeError::WrongShape(e)
+        } else {
+            DecodeError::NotJson(e)
+        }
+    })?;
+    // serde would also read a struct from a JSON array (`[id, body]`); the wire format is an
+    // object, and accepting both would make two spellings of one message.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(DecodeError::NotAnObject);
+    }
+    if envelope.id.as_str().trim().is_empty() {
+        return Err(DecodeError::EmptyId);
+    }
+    Ok(envelope)
+}
+
+fn to_json<B: Serialize + ?Sized>(id: &MessageId, body: &B) -> Vec<u8> {
+    // Serialising plain floats and strings into a Vec cannot fail.
+    serde_json::to_vec(&EnvelopeRef { id, body }).unwrap_or_default()
+}
+
+impl FeaturesMessage {
+    /// Parses and validates a `features` message body.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let Envelope { id, body } = parse::<Vec<f64>>(bytes)?;
+        let features: [f64; FEATURE_COUNT] = body
+            .as_slice()
+            .try_into()
+            .map_err(|_| DecodeError::FeatureCount(body.len()))?;
+        if !features.iter().all(|x| x.is_finite()) {
+            return Err(DecodeError::NonFinite);
+        }
+        Ok(Self { id, features })
+    }
+
+    /// The JSON body the seed's model service expects.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        if !self.features.iter().all(|x| x.is_finite()) {
+            return Err(EncodeError::NonFinite(self.id.clone()));
+        }
+        Ok(to_json(&self.id, &self.features[..]))
+    }
+}
+
+impl ValueMessage {
+    /// Parses and validates a `y_true` or `y_pred` message body.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let Envelope { id, body } = parse::<f64>(bytes)?;
+        if !body.is_finite() {
+            return Err(DecodeError::NonFinite);
+        }
+        Ok(Self { id, value: body })
+    }
+
+    /// The JSON body the seed's metric service expects.
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        if !self.value.is_finite() {
+            return Err(EncodeError::NonFinite(self.id.clone()));
+        }
+        Ok(to_json(&self.id, &self.value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text(id: &str) -> MessageId {
+        MessageId::Text(id.into())
+    }
+
+    #[test]
+    fn decodes_the_seeds_float_timestamp_id() {
+        let body = br#"{"id": 1700000000.123456, "body": 151.0}"#;
+        let msg = ValueMessage::decode(body).expect("valid");
+        assert_eq!(msg.id, MessageId::Number("1700000000.123456".into()));
+        assert_eq!(msg.value, 151.0);
+        // Echoed back as a number, as the seed's consumers compare it.
+        let echoed = String::from_utf8(msg.encode().expect("finite")).expect("utf8");
+        assert_eq!(echoed, r#"{"id":1700000000.123456,"body":151.0}"#);
+    }
+
+    #[test]
+    fn decodes_string_ids_and_ignores_unknown_fields() {
+        let body = br#"{"id": "abc", "body": [1,2,3,4,5,6,7,8,9,10], "extra": {"x": 1}}"#;
+        let msg = FeaturesMessage::decode(body).expect("valid");
+        assert_eq!(msg.id, text("abc"));
+        assert_eq!(msg.features[9], 10.0);
+    }
+
+    #[test]
+    fn integer_ids_stay_integers() {
+        let msg = ValueMessage::decode(br#"{"id": 42, "body": 1}"#).expect("valid");
+        assert_eq!(msg.id.as_str(), "42");
+        assert_eq!(msg.encode().expect("finite"), br#"{"id":42,"body":1.0}"#);
+    }
+
+    fn reason_of(result: Result<impl std::fmt::Debug, DecodeError>) -> &'static str {
+        result.expect_err("must be rejected").reason()
+    }
+
+    #[test]
+    fn rejects_bad_input_with_a_reason() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"hello", "not_json"),
+            (b"", "not_json"),
+            (br#"{"id": "a", "body": 1.5"#, "not_json"),
+            (br#"{"id": "a", "body": NaN}"#, "not_json"),
+            // serde_json classes an out-of-range number as a syntax error.
+            (br#"{"id": "a", "body": 1e999}"#, "not_json"),
+            (br#"{"body": 1.0}"#, "wrong_shape"),
+            (br#"{"id": null, "body": 1.0}"#, "wrong_shape"),
+            (br#"{"id": true, "body": 1.0}"#, "wrong_shape"),
+            (br#"{"id": "a"}"#, "wrong_shape"),
+            (br#"{"id": "a", "body": "1.0"}"#, "wrong_shape"),
+            (br#"[1, 2]"#, "wrong_shape"),
+            (br#"{"id": "", "body": 1.0}"#, "empty_id"),
+            (br#"{"id": "   ", "body": 1.0}"#, "empty_id"),
+        ];
+        for (body, reason) in cases {
+            assert_eq!(
+                reason_of(ValueMessage::decode(body)),
+                *reason,
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+    }
+
+    #[test]
+    fn rejects_wrong_feature_counts_and_huge_bodies() {
+        assert_eq!(
+            reason_of(FeaturesMessage::decode(br#"{"id":"a","body":[1,2,3]}"#)),
+            "feature_count"
+        );
+        assert_eq!(
+            reason_of(FeaturesMessage::decode(br#"{"id":"a","body":[]}"#)),
+            "feature_count"
+        );
+        assert_eq!(
+            reason_of(FeaturesMessage::decode(br#"{"id":"a","body":1.0}"#)),
+            "wrong_shape"
+        );
+        let huge = vec![b' '; MAX_MESSAGE_BYTES + 1];
+        assert_eq!(reason_of(FeaturesMessage::decode(&huge)), "too_large");
+    }
+
+    #[test]
+    fn refuses_to_encode_non_finite_values() {
+        let msg = ValueMessage {
+            id: text("a"),
+            value: f64::INFINITY,
+        };
+        assert!(msg.encode().is_err());
+        let msg = FeaturesMessage {
+            id: text("a"),
+            features: [f64::NAN; FEATURE_COUNT],
+        };
+        assert!(msg.encode().is_err());
+    }
+
+    fn any_id() -> impl Strategy<Value = MessageId> {
+        prop_oneof![
+            "[ -~]*[!-~][ -~]*".prop_map(|s| MessageId::Text(s.into())),
+            any::<u64>().prop_map(|n| MessageId::Number(n.to_string().into())),
+            (-1e300f64..1e300).prop_map(|x| {
+                MessageId::Number(
+                    serde_json::Number::from_f64(x)
+                        .map(|n| n.to_string())
+                        .unwrap_or_default()
+                        .into(),
+                )
+            }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn features_round_trip_exactly(id in any_id(), features in proptest::array::uniform10(-1e300f64..1e300)) {
+            let msg = FeaturesMessage { id, features };
+            let back = FeaturesMessage::decode(&msg.encode().expect("finite")).expect("valid");
+            prop_assert_eq!(back, msg);
+        }
+
+        #[test]
+        fn values_round_trip_exactly(id in any_id(), value in any::<f64>().prop_filter("finite", |x| x.is_finite())) {
+            let msg = ValueMessage { id, value };
+            let back = ValueMessage::decode(&msg.encode().expect("finite")).expect("valid");
+            prop_assert_eq!(back, msg);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = FeaturesMessage::decode(&bytes);
+            let _ = ValueMessage::decode(&bytes);
+        }
+    }
+}
