@@ -102,7 +102,8 @@ pub enum Offer {
     Matched(Pair),
     /// It now waits for its partner.
     Pending,
-    /// Its ID was already logged, or the same side is already waiting: drop it.
+    /// Its ID was already logged (as a row or as a late partner), or the same side is
+    /// already waiting: drop it.
     Duplicate,
     /// Its partner was evicted before it came: log it as an orphan, not as a row.
     Late(Orphan),
@@ -171,12 +172,19 @@ impl Join {
         self.evicted.insert(id);
     }
 
+    /// Whether `id` was already written or evicted: nothing more can come of it.
+    pub fn is_settled(&self, id: &MessageId) -> bool {
+        self.written.contains(id) || self.evicted.contains(id)
+    }
+
     /// Offers one half that arrived at `now_ms`.
     pub fn offer(&mut self, half: Half, now_ms: u64) -> Offer {
         if self.written.contains(&half.id) {
             return Offer::Duplicate;
         }
         if self.evicted.contains(&half.id) {
+            // Both sides are now accounted for: further copies are plain duplicates.
+            self.written.insert(&half.id);
             return Offer::Late(Orphan {
                 half,
                 arrived_ms: now_ms,

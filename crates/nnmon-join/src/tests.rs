@@ -96,6 +96,10 @@ fn expired_halves_become_orphans_and_their_late_partners_too() {
         panic!("a late partner is an orphan");
     };
     assert_eq!(late.cause, EvictionCause::LatePartner);
+    assert_eq!(
+        join.offer(half(Side::Prediction, 1, 3.0), 121),
+        Offer::Duplicate
+    );
 }
 
 #[test]
@@ -124,8 +128,10 @@ fn fingerprints_forget_the_oldest() {
     assert_eq!(prints.len(), 2);
 }
 
-/// One delivery: which item, which side, and whether it is a redelivered copy.
-fn deliveries() -> impl Strategy<Value = (Vec<(u32, Side)>, HashMap<u32, (f64, f64)>)> {
+/// A stream of deliveries (item, side) and each item's (truth, prediction) values.
+type Deliveries = (Vec<(u32, Side)>, HashMap<u32, (f64, f64)>);
+
+fn deliveries() -> impl Strategy<Value = Deliveries> {
     // Items 0..40; each has a truth and a prediction; some sides are missing, some repeated.
     let values = proptest::collection::vec((-1e6f64..1e6, -1e6f64..1e6), 40);
     let plan = proptest::collection::vec((0u32..40, any::<bool>(), 1usize..3), 0..120);

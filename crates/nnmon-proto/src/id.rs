@@ -6,7 +6,9 @@ use std::fmt;
 ///
 /// Kept in the JSON type it arrived in, so that a service echoing it back (the model copying
 /// a features ID onto its prediction) speaks to a seed consumer in the same type it sent.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Identity (equality, hashing, order) is the text alone: an ID read back from a CSV file,
+/// where the JSON type is gone, is the same ID as the one that arrived on the wire.
+#[derive(Clone, Debug)]
 pub enum MessageId {
     /// A string ID, such as nnmon's UUIDv7 or a seed copy's UUID.
     Text(Box<str>),
@@ -21,6 +23,20 @@ impl MessageId {
         match self {
             MessageId::Text(s) | MessageId::Number(s) => s,
         }
+    }
+}
+
+impl PartialEq for MessageId {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_str() == other.as_str()
+    }
+}
+
+impl Eq for MessageId {}
+
+impl std::hash::Hash for MessageId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.as_str().hash(state);
     }
 }
 

@@ -1,0 +1,128 @@
+use crate::BrokerError;
+use futures_util::FutureExt;
+use lapin::options::BasicPublishOptions;
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel};
+use lapin::{Confirmation, PublisherConfirm};
+use nnmon_proto::headers;
+use std::collections::VecDeque;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Properties of every nnmon message: persistent JSON with its ID, the time in seconds
+/// (AMQP's resolution) and, when known, the item's first publish time in microseconds.
+pub fn message_properties(message_id: &str, published_us: Option<u64>) -> BasicProperties {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut properties = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type("application/json".into())
+        .with_message_id(message_id.into())
+        .with_timestamp(now);
+    if let Some(us) = published_us {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from(headers::PUBLISHED_US),
+            AMQPValue::LongLongInt(us as i64),
+        );
+        properties = properties.with_headers(headers);
+    }
+    properties
+}
+
+/// A confirm-mode channel with a window of unconfirmed messages, each tagged with a token.
+pub struct Publisher<T> {
+    channel: Channel,
+    window: usize,
+    in_flight: VecDeque<(PublisherConfirm, T)>,
+}
+
+impl<T> Publisher<T> {
+    pub(crate) fn new(channel: Channel, window: usize) -> Self {
+        Self {
+            channel,
+            window: window.max(1),
+            in_flight: VecDeque::new(),
+        }
+    }
+
+    /// Sends one message to `queue` on the default exchange. Its `token` comes back from
+    /// [`confirmed`](Self::confirmed) once the broker has it safe.
+    pub async fn publish(
+        &mut self,
+        queue: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        token: T,
+    ) -> Result<(), BrokerError> {
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..BasicPublishOptions::default()
+        };
+        let confirm = self
+            .channel
+            .basic_publish("".into(), queue.into(), options, body, properties)
+            .await?;
+        self.in_flight.push_back((confirm, token));
+        Ok(())
+    }
+
+    /// Messages sent but not yet confirmed.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Whether the window is full: await [`confirmed`](Self::confirmed) before publishing more.
+    pub fn is_full(&self) -> bool {
+        self.in_flight.len() >= self.window
+    }
+
+    /// Waits for the oldest unconfirmed message and returns its token. Pends forever when
+    /// nothing is in flight, so it can sit in a `select!` guarded by `in_flight() > 0`.
+    pub async fn confirmed(&mut self) -> Result<T, BrokerError> {
+        let Some((confirm, _)) = self.in_flight.front_mut() else {
+            return std::future::pending().await;
+        };
+        let confirmation = confirm.await?;
+        let (_, token) = self.in_flight.pop_front().ok_or(BrokerError::Nacked)?;
+        match confirmation {
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(token),
+            Confirmation::Ack(Some(_)) => Err(BrokerError::Returned),
+            Confirmation::Nack(_) => Err(BrokerError::Nacked),
+        }
+    }
+
+    /// Tokens of messages already confirmed, without waiting.
+    pub fn ready(&mut self) -> Result<Vec<T>, BrokerError> {
+        let mut tokens = Vec::new();
+        while !self.in_flight.is_empty() {
+            match self.confirmed().now_or_never() {
+                Some(result) => tokens.push(result?),
+                None => break,
+            }
+        }
+        Ok(tokens)
+    }
+
+    /// Waits until every message in flight is confirmed, returning their tokens in order.
+    pub async fn drain(&mut self) -> Result<Vec<T>, BrokerError> {
+        let mut tokens = Vec::with_capacity(self.in_flight.len());
+        while !self.in_flight.is_empty() {
+            tokens.push(self.confirmed().await?);
+        }
+        Ok(tokens)
+    }
+
+    /// Closes the channel once nothing is in flight (call [`drain`](Self::drain) first).
+    pub async fn close(self) -> Result<(), BrokerError> {
+        self.channel.close(200, "done".into()).await?;
+        Ok(())
+    }
+
+    /// Gives up on the channel, returning the tokens of messages whose fate is unknown, so
+    /// that the caller can publish them again on a new connection.
+    pub fn into_unconfirmed(self) -> Vec<T> {
+        self.in_flight.into_iter().map(|(_, token)| token).collect()
+    }
+}

@@ -1,0 +1,151 @@
+use crate::fields;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// What changed since the previous [`LogTail::read_new`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TailEvent {
+    /// The file shrank (replaced or truncated): everything read before is void, and the
+    /// rows handed out in this call are the file's from its start.
+    pub reset: bool,
+    /// New complete rows handed out in this call.
+    pub rows: usize,
+}
+
+/// Follows a growing CSV file, reading each byte once. See the crate docs.
+#[derive(Debug)]
+pub struct LogTail {
+    path: PathBuf,
+    column_name: String,
+    /// Index of `column_name`, known once the header has been read.
+    column: Option<usize>,
+    /// Bytes of the file already consumed (always at a line boundary).
+    offset: u64,
+    buffer: Vec<u8>,
+}
+
+impl LogTail {
+    /// Follows `path`, extracting the column named `column_name` in its header.
+    pub fn new(path: &Path, column_name: &str) -> Self {
+        Self {
+            path: path.to_owned(),
+            column_name: column_name.to_owned(),
+            column: None,
+            offset: 0,
+            buffer: Vec::new(),
+        }
+    }
+
+    /// Reads the complete lines appended since the last call and hands the chosen column of
+    /// each row to `on_value`. A missing file is an empty one; a trailing partial line is
+    /// left for the next call.
+    pub fn read_new(&mut self, mut on_value: impl FnMut(&str)) -> io::Result<TailEvent> {
+        let mut event = TailEvent::default();
+        let mut file = match File::open(&self.path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(event),
+            Err(e) => return Err(e),
+        };
+        let len = file.metadata()?.len();
+        if len < self.offset {
+            event.reset = true;
+            self.offset = 0;
+            self.column = None;
+        }
+        if len == self.offset {
+            return Ok(event);
+        }
+        file.seek(SeekFrom::Start(self.offset))?;
+        self.buffer.clear();
+        file.take(len - self.offset).read_to_end(&mut self.buffer)?;
+        let Some(last_newline) = self.buffer.iter().rposition(|&b| b == b'\n') else {
+            return Ok(event);
+        };
+        let complete = &self.buffer[..=last_newline];
+        for raw in complete.split(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(raw);
+            let line = line.trim_end_matches('\r');
+            if line.is_empty() {
+                continue;
+            }
+            let Some(column) = self.column else {
+                self.column = fields::split(line)
+                    .iter()
+                    .position(|f| f == &self.column_name);
+                if self.column.is_none() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: no column `{}` in header `{line}`",
+                            self.path.display(),
+                            self.column_name
+                        ),
+                    ));
+                }
+                continue;
+            };
+            if let Some(value) = fields::split(line).get(column) {
+                on_value(value);
+                event.rows += 1;
+            }
+        }
+        self.offset += complete.len() as u64;
+        Ok(event)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn collect(tail: &mut LogTail) -> (TailEvent, Vec<String>) {
+        let mut values = Vec::new();
+        let event = tail.read_new(|v| values.push(v.to_owned())).expect("read");
+        (event, values)
+    }
+
+    #[test]
+    fn reads_only_new_complete_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.csv");
+        let mut tail = LogTail::new(&path, "absolute_error");
+        assert_eq!(collect(&mut tail).1, Vec::<String>::new());
+        let mut file = File::create(&path).expect("create");
+        write!(
+            file,
+            "id,y_true,y_pred,absolute_error\n\"a,1\",1,2,1\nb,1,4,3"
+        )
+        .expect("write");
+        assert_eq!(collect(&mut tail).1, vec!["1"]);
+        write!(file, "\nc,1,1,0\n").expect("write");
+        assert_eq!(collect(&mut tail).1, vec!["3", "0"]);
+        assert_eq!(collect(&mut tail).1, Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_shrunk_file_is_read_again_from_the_start() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.csv");
+        std::fs::write(&path, "absolute_error\n1\n2\n3\n").expect("write");
+        let mut tail = LogTail::new(&path, "absolute_error");
+        assert_eq!(collect(&mut tail).1.len(), 3);
+        std::fs::write(&path, "absolute_error\n9\n").expect("write");
+        let (event, values) = collect(&mut tail);
+        assert!(event.reset);
+        assert_eq!(values, vec!["9"]);
+    }
+
+    #[test]
+    fn a_header_without_the_column_is_an_error() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.csv");
+        std::fs::write(&path, "x,y\n1,2\n").expect("write");
+        assert!(
+            LogTail::new(&path, "absolute_error")
+                .read_new(|_| {})
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! The `nnmon` command line. Every flag has an environment-variable twin, so the same
+//! settings work from a shell, a justfile, Docker Compose or a Nix app.
+
+use clap::{Args, Parser, Subcommand};
+use nnmon_broker::BrokerUrl;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Real-time monitoring of a machine-learning model over RabbitMQ.
+#[derive(Debug, Parser)]
+#[command(name = "nnmon", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stream diabetes samples: features to `features`, true values to `y_true`.
+    Features(FeaturesArgs),
+    /// Predict every sample from `features` and publish to `y_pred`.
+    Model(ModelArgs),
+    /// Join `y_true` with `y_pred` by ID and log the absolute error to CSV.
+    Metric(MetricArgs),
+    /// Redraw the error-distribution histogram from the CSV log.
+    Plot(PlotArgs),
+    /// Fit the linear model on the data set and write its coefficients as JSON.
+    Train(TrainArgs),
+}
+
+/// Where the broker is and which pipeline on it to use.
+#[derive(Debug, Args)]
+pub struct BrokerArgs {
+    /// AMQP URL of the broker (amqp:// or amqps://); its password is never logged.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true
+    )]
+    pub amqp_url: BrokerUrl,
+    /// Prepended to every queue name, so several pipelines can share one broker.
+    #[arg(long, env = "NNMON_QUEUE_PREFIX", default_value = "")]
+    pub queue_prefix: String,
+    /// Unacknowledged messages a consumer may hold (also the publish confirm window).
+    #[arg(long, env = "NNMON_PREFETCH", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
+    pub prefetch: u16,
+}
+
+#[derive(Debug, Args)]
+pub struct FeaturesArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// Seconds to wait between items (fractions and 0 allowed).
+    #[arg(long, env = "NNMON_DELAY", default_value = "10", value_parser = parse_seconds)]
+    pub delay: Duration,
+    /// Items to send before exiting once all are confirmed; 0 streams forever.
+    #[arg(long, env = "NNMON_COUNT", default_value_t = 0)]
+    pub count: u64,
+    /// Seed for the row sequence, making it reproducible; random when absent.
+    #[arg(long, env = "NNMON_SEED")]
+    pub seed: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    /// A coefficients JSON written by `nnmon train`; the built-in OLS model when absent.
+    #[arg(long, env = "NNMON_COEFFICIENTS")]
+    pub coefficients: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogDirArgs {
+    /// Folder of metric_log.csv, orphans.csv and error_distribution.png.
+    #[arg(long, env = "NNMON_LOG_DIR", default_value = "logs")]
+    pub log_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct MetricArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub logs: LogDirArgs,
+    /// Seconds a true value or prediction waits for its partner before it is logged as an
+    /// orphan.
+    #[arg(long, env = "NNMON_JOIN_TTL", default_value = "300", value_parser = parse_seconds)]
+    pub join_ttl: Duration,
+    /// Halves that may wait for their partner at once; the oldest become orphans beyond it.
+    #[arg(long, env = "NNMON_JOIN_MAX_PENDING", default_value_t = 1_000_000)]
+    pub join_max_pending: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    #[command(flatten)]
+    pub logs: LogDirArgs,
+    /// Seconds between refreshes.
+    #[arg(long, env = "NNMON_PLOT_INTERVAL", default_value = "10", value_parser = parse_seconds)]
+    pub interval: Duration,
+    /// Render once and exit.
+    #[arg(long, env = "NNMON_PLOT_ONCE")]
+    pub once: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Where to write the coefficients JSON.
+    #[arg(long, env = "NNMON_MODEL_OUTPUT", default_value = "models/ols.json")]
+    pub output: PathBuf,
+}
+
+/// Parses a non-negative, finite number of seconds such as `10`, `0.5` or `0`.
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    Duration::try_from_secs_f64(seconds)
+        .map_err(|_| format!("`{text}` must be a finite number of seconds, 0 or more"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn seconds_accept_fractions_and_zero_only() {
+        assert_eq!(parse_seconds("0.25"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("inf").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        for args in [
+            &["nnmon", "features", "--delay", "-3"][..],
+            &["nnmon", "features", "--count", "many"],
+            &["nnmon", "model", "--amqp-url", "http://x"],
+            &["nnmon", "metric", "--prefetch", "0"],
+            &["nnmon", "unknown"],
+        ] {
+            let error = Cli::try_parse_from(args).expect_err("must be refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+    }
+}

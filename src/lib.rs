@@ -1,0 +1,48 @@
+//! nnmon: watches a machine-learning model in production, in real time, over RabbitMQ.
+//!
+//! # Layout
+//! - [`cli`]: the `nnmon` command line; every flag has an environment-variable twin.
+//! - [`services`]: one module per subcommand — `features` (source) → `model` (transform)
+//!   → `metric` (sink, joins by ID, logs CSV) → `plot` (reads the CSV, draws the PNG),
+//!   plus `train`, which fits the model offline.
+//! - [`supervisor`]: runs a service's broker session and rebuilds connection, channels and
+//!   consumers whenever the broker goes away, until shutdown.
+//! - [`shutdown`]: turns SIGINT/SIGTERM into a cancellation token every service watches.
+//!
+//! The pure logic lives in the workspace crates: `nnmon-proto` (wire format), `nnmon-join`
+//! (the ID join), `nnmon-model` (data set and model), `nnmon-report` (statistics and chart),
+//! `nnmon-csvlog` (CSV files) and `nnmon-broker` (AMQP plumbing).
+
+pub mod cli;
+pub mod services;
+pub mod shutdown;
+pub mod supervisor;
+
+use anyhow::Result;
+use cli::{Cli, Command};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// How long a service may take to finish in-flight work once asked to stop.
+pub const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(20);
+
+/// Runs the subcommand `cli` names until it finishes or `cancel` fires.
+pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<()> {
+    let service = async {
+        match cli.command {
+            Command::Features(args) => services::features::run(args, cancel.clone()).await,
+            Command::Model(args) => services::model::run(args, cancel.clone()).await,
+            Command::Metric(args) => services::metric::run(args, cancel.clone()).await,
+            Command::Plot(args) => services::plot::run(args, cancel.clone()).await,
+            Command::Train(args) => services::train::run(args),
+        }
+    };
+    let deadline = async {
+        cancel.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_DEADLINE).await;
+    };
+    tokio::select! {
+        result = service => result,
+        () = deadline => anyhow::bail!("in-flight work did not finish within {SHUTDOWN_DEADLINE:?} of the shutdown signal"),
+    }
+}

@@ -1,0 +1,183 @@
+//! `nnmon features`: the source. Picks diabetes rows, gives each item a UUIDv7, and
+//! publishes its features to `features` and its true value to `y_true`.
+//!
+//! An item counts as sent once the broker has confirmed both messages. Items whose
+//! confirms were lost with a connection are published again, with the same ID, on the
+//! next one (`metric` drops the duplicates this may create).
+
+use crate::cli::FeaturesArgs;
+use crate::services::{declare_topology, now_us};
+use crate::supervisor::supervise;
+use anyhow::Result;
+use nnmon_broker::{Broker, Publisher, message_properties};
+use nnmon_model::diabetes;
+use nnmon_proto::{FeaturesMessage, MessageId, QueueNames, ValueMessage};
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+use uuid::Uuid;
+
+/// One item: a data set row under a fresh ID.
+#[derive(Clone, Copy, Debug)]
+struct Item {
+    id: Uuid,
+    row: usize,
+    published_us: u64,
+}
+
+/// Which of an item's two messages a confirm is for.
+#[derive(Clone, Copy, Debug)]
+struct Sent {
+    item: Item,
+    /// `y_true` is published second on the same channel, so its confirm (confirms come in
+    /// order) means the whole item is safe.
+    completes_item: bool,
+}
+
+/// Progress kept across reconnections.
+struct Progress {
+    /// Items to send in all (`u64::MAX` for forever).
+    target: u64,
+    /// Items handed to the broker (some maybe unconfirmed).
+    started: u64,
+    /// Items confirmed.
+    confirmed: u64,
+    /// Items sent on a connection that died before confirming them.
+    resend: Vec<Item>,
+    rng: ChaCha8Rng,
+}
+
+pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
+    let queues = QueueNames::with_prefix(&args.broker.queue_prefix);
+    let rng = match args.seed {
+        Some(seed) => ChaCha8Rng::seed_from_u64(seed),
+        None => rand::make_rng(),
+    };
+    let target = if args.count == 0 {
+        u64::MAX
+    } else {
+        args.count
+    };
+    let mut progress = Progress {
+        target,
+        started: 0,
+        confirmed: 0,
+        resend: Vec::new(),
+        rng,
+    };
+    let window = usize::from(args.broker.prefetch);
+    info!(delay = ?args.delay, count = args.count, seed = args.seed, "streaming the diabetes data set");
+    supervise(
+        "nnmon-features",
+        &args.broker.amqp_url,
+        &cancel,
+        async |broker: &Broker| {
+            declare_topology(broker, &queues).await?;
+            let mut publisher = broker.publisher::<Sent>(window).await?;
+            if let Err(error) = stream(&mut publisher, &queues, &args, &mut progress, &cancel).await
+            {
+                let mut lost: Vec<Item> = publisher
+                    .into_unconfirmed()
+                    .into_iter()
+                    .map(|sent| sent.item)
+                    .collect();
+                lost.dedup_by_key(|item| item.id);
+                progress.resend.extend(lost);
+                return Err(error);
+            }
+            publisher.close().await?;
+            Ok(())
+        },
+    )
+    .await?;
+    info!(confirmed = progress.confirmed, "features done");
+    Ok(())
+}
+
+async fn publish_item(
+    publisher: &mut Publisher<Sent>,
+    queues: &QueueNames,
+    item: Item,
+) -> Result<()> {
+    let sample = &diabetes()[item.row];
+    let id = MessageId::from(item.id);
+    let features = FeaturesMessage {
+        id: id.clone(),
+        features: sample.features,
+    }
+    .encode()?;
+    let truth = ValueMessage {
+        id: id.clone(),
+        value: sample.target,
+    }
+    .encode()?;
+    let properties = message_properties(id.as_str(), Some(item.published_us));
+    publisher
+        .publish(
+            &queues.features,
+            &features,
+            properties.clone(),
+            Sent {
+                item,
+                completes_item: false,
+            },
+        )
+        .await?;
+    publisher
+        .publish(
+            &queues.y_true,
+            &truth,
+            properties,
+            Sent {
+                item,
+                completes_item: true,
+            },
+        )
+        .await?;
+    Ok(())
+}
+
+async fn stream(
+    publisher: &mut Publisher<Sent>,
+    queues: &QueueNames,
+    args: &FeaturesArgs,
+    progress: &mut Progress,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    for item in std::mem::take(&mut progress.resend) {
+        publish_item(publisher, queues, item).await?;
+    }
+    let count_confirmed =
+        |progress: &mut Progress, sent: Sent| progress.confirmed += u64::from(sent.completes_item);
+    let mut next_due = Instant::now();
+    loop {
+        for sent in publisher.ready()? {
+            count_confirmed(progress, sent);
+        }
+        if progress.confirmed >= progress.target
+            || (cancel.is_cancelled() && publisher.in_flight() == 0)
+        {
+            return Ok(());
+        }
+        let may_start =
+            progress.started < progress.target && !cancel.is_cancelled() && !publisher.is_full();
+        if may_start && Instant::now() >= next_due {
+            let item = Item {
+                id: Uuid::now_v7(),
+                row: progress.rng.random_range(0..diabetes().len()),
+                published_us: now_us(),
+            };
+            publish_item(publisher, queues, item).await?;
+            progress.started += 1;
+            next_due = Instant::now() + args.delay;
+            continue;
+        }
+        tokio::select! {
+            sent = publisher.confirmed(), if publisher.in_flight() > 0 => count_confirmed(progress, sent?),
+            () = tokio::time::sleep_until(next_due), if may_start => {}
+            () = cancel.cancelled(), if !cancel.is_cancelled() => {}
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The services, one per subcommand, and what they share.
+//!
+//! Each broker-facing service is a thin shell: its pure logic lives in the workspace
+//! crates, its AMQP work goes through `nnmon-broker`, and [`crate::supervisor`] keeps it
+//! connected. What they share here: the topology every service declares, the poison
+//! message path to the dead-letter queue, and clocks.
+
+pub mod features;
+pub mod metric;
+pub mod model;
+pub mod plot;
+pub mod train;
+
+use anyhow::{Context, Result};
+use nnmon_broker::{
+    AMQPValue, BasicProperties, Broker, Delivery, LongString, Publisher, ShortString,
+};
+use nnmon_proto::{DecodeError, QueueNames, headers};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tracing::warn;
+
+/// Declares the whole pipeline's queues, whichever service starts first, so that no
+/// message is published to a queue that does not exist yet.
+pub(crate) async fn declare_topology(broker: &Broker, queues: &QueueNames) -> Result<()> {
+    broker
+        .declare_queues(&queues.all())
+        .await
+        .context("declaring the pipeline's queues")
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    now_us() / 1000
+}
+
+/// The item's first publish time, from the header `features` sets, if present.
+pub(crate) fn published_us(properties: &BasicProperties) -> Option<u64> {
+    let value = properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(headers::PUBLISHED_US)?;
+    match value {
+        AMQPValue::LongLongInt(us) => u64::try_from(*us).ok(),
+        AMQPValue::LongInt(us) => u64::try_from(*us).ok(),
+        AMQPValue::LongUInt(us) => Some(u64::from(*us)),
+        _ => None,
+    }
+}
+
+/// Counts poison messages and logs each reason once, so a flood cannot flood the log.
+#[derive(Debug, Default)]
+pub(crate) struct PoisonCounter {
+    total: u64,
+    reasons_seen: Vec<&'static str>,
+}
+
+impl PoisonCounter {
+    pub(crate) fn record(&mut self, queue: &str, error: &DecodeError) {
+        self.total += 1;
+        let reason = error.reason();
+        if !self.reasons_seen.contains(&reason) {
+            self.reasons_seen.push(reason);
+            warn!(queue, reason, %error, "dead-lettering a message that cannot be processed; further ones with this reason are counted, not logged");
+        }
+    }
+
+    pub(crate) fn total(&self) -> u64 {
+        self.total
+    }
+}
+
+/// Publishes a rejected delivery, unchanged, to the dead-letter queue with the reason in
+/// its headers. The caller acks the original only once this copy is confirmed.
+pub(crate) async fn dead_letter<T>(
+    publisher: &mut Publisher<T>,
+    queues: &QueueNames,
+    delivery: &Delivery,
+    error: &DecodeError,
+    token: T,
+) -> Result<()> {
+    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+    headers.insert(
+        ShortString::from(nnmon_proto::headers::REJECT_REASON),
+        text(error.reason()),
+    );
+    headers.insert(
+        ShortString::from(nnmon_proto::headers::REJECT_DETAIL),
+        text(&error.to_string()),
+    );
+    headers.insert(
+        ShortString::from(nnmon_proto::headers::REJECT_QUEUE),
+        text(delivery.routing_key.as_str()),
+    );
+    let properties = delivery
+        .properties
+        .clone()
+        .with_delivery_mode(2)
+        .with_headers(headers);
+    publisher
+        .publish(&queues.dead_letter, &delivery.data, properties, token)
+        .await?;
+    Ok(())
+}
