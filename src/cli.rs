@@ -36,7 +36,8 @@ pub struct BrokerArgs {
         long,
         env = "AMQP_URL",
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
-        hide_env_values = true
+        hide_env_values = true,
+        value_parser = BrokerUrlParser
     )]
     pub amqp_url: BrokerUrl,
     /// Prepended to every queue name, so several pipelines can share one broker.
@@ -110,6 +111,35 @@ pub struct TrainArgs {
     /// Where to write the coefficients JSON.
     #[arg(long, env = "NNMON_MODEL_OUTPUT", default_value = "models/ols.json")]
     pub output: PathBuf,
+}
+
+/// Parses `--amqp-url` without echoing the raw value (clap's own errors quote it, and it
+/// holds a password).
+#[derive(Clone)]
+struct BrokerUrlParser;
+
+impl clap::builder::TypedValueParser for BrokerUrlParser {
+    type Value = BrokerUrl;
+
+    fn parse_ref(
+        &self,
+        command: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<BrokerUrl, clap::Error> {
+        let invalid = |reason: String| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!("--amqp-url: {reason}\n"),
+            )
+            .with_cmd(command)
+        };
+        let text = value
+            .to_str()
+            .ok_or_else(|| invalid("the URL is not valid UTF-8".into()))?;
+        text.parse()
+            .map_err(|e: nnmon_broker::InvalidUrl| invalid(e.to_string()))
+    }
 }
 
 /// Parses a non-negative, finite number of seconds such as `10`, `0.5` or `0`.

@@ -26,4 +26,4 @@ pub use lapin::options::BasicAckOptions;
 pub use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 pub use lapin::{Acker, BasicProperties, Error as AmqpError};
 pub use publisher::{Publisher, message_properties};
-pub use url::BrokerUrl;
+pub use url::{BrokerUrl, InvalidUrl};

@@ -18,9 +18,3 @@ mod tail;
 
 pub use appender::{CsvAppender, CsvError, OpenReport};
 pub use tail::{LogTail, TailEvent};
-
-/// Formats a float so that parsing the text gives back exactly the same value.
-pub fn float(value: f64) -> String {
-    // Rust's `Display` for f64 prints the shortest text that round-trips.
-    value.to_string()
-}

@@ -1,0 +1,112 @@
+//! The command line as a user meets it, without a broker.
+
+use std::process::Command;
+
+fn nnmon(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_nnmon"))
+        .args(args)
+        .env_remove("AMQP_URL")
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run nnmon")
+}
+
+#[test]
+fn bad_flags_exit_with_code_2_and_say_why() {
+    for (args, says) in [
+        (&["features", "--delay=-1"][..], "--delay"),
+        (&["features", "--count", "lots"], "--count"),
+        (
+            &["model", "--amqp-url", "http://user:hunter2@host/"],
+            "--amqp-url",
+        ),
+        (&["plot", "--interval", "soon"], "--interval"),
+        (&["serve"], "serve"),
+    ] {
+        let output = nnmon(args);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "password leaked: {stderr}");
+    }
+}
+
+#[test]
+fn env_vars_are_flag_twins() {
+    let output = Command::new(env!("CARGO_BIN_EXE_nnmon"))
+        .args(["features"])
+        .env("NNMON_DELAY", "-5")
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+}
+
+#[test]
+fn metric_refuses_a_log_with_another_header() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("metric_log.csv");
+    std::fs::write(&log, "id,y_true,y_pred,absolute_error\n1,2,3,1\n").expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_nnmon"))
+        .args(["metric", "--amqp-url", "amqp://guest:guest@127.0.0.1:1/%2f"])
+        .env("NNMON_LOG_DIR", dir.path())
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("metric_log.csv")
+            && stderr.contains("id,y_true,y_pred,absolute_error,latency_us")
+            && stderr.contains("`id,y_true,y_pred,absolute_error`"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(&log).expect("read"),
+        "id,y_true,y_pred,absolute_error\n1,2,3,1\n",
+        "the file must be left alone"
+    );
+}
+
+#[test]
+fn train_writes_the_shipped_model() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output_path = dir.path().join("ols.json");
+    let output = Command::new(env!("CARGO_BIN_EXE_nnmon"))
+        .args(["train", "--output"])
+        .arg(&output_path)
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let written = nnmon_model::LinearModel::load(&output_path).expect("valid artifact");
+    let shipped = nnmon_model::LinearModel::default_ols().expect("shipped artifact");
+    // Bit-identical results are not promised across optimisation levels; 1e-9 relative is.
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b.abs();
+    assert!(
+        close(written.intercept, shipped.intercept),
+        "models/ols.json is out of date: run `nnmon train`"
+    );
+    for (a, b) in written.coefficients.iter().zip(shipped.coefficients) {
+        assert!(close(*a, b), "models/ols.json is out of date: {a} vs {b}");
+    }
+}
+
+#[test]
+fn plot_once_draws_a_chart_even_before_any_row() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = Command::new(env!("CARGO_BIN_EXE_nnmon"))
+        .args(["plot", "--once", "--log-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let png = std::fs::read(dir.path().join("error_distribution.png")).expect("chart");
+    assert!(png.starts_with(b"\x89PNG"));
+}

@@ -1,0 +1,326 @@
+//! Shared harness of the end-to-end tests: a real broker, the real `nnmon` binary as
+//! separate processes, one queue prefix and log folder per test, queues deleted afterwards.
+#![allow(dead_code)] // each test binary uses its own part of the harness
+
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use nnmon_proto::QueueNames;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+use testcontainers_modules::rabbitmq::RabbitMq;
+use testcontainers_modules::testcontainers::runners::AsyncRunner;
+use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
+
+/// A broker for one test: `AMQP_URL` when set, else a RabbitMQ container.
+pub struct TestBroker {
+    pub url: String,
+    _container: Option<ContainerAsync<RabbitMq>>,
+}
+
+/// The broker to test against, or `None` when broker tests are switched off
+/// (`NNMON_SKIP_BROKER_TESTS=1`, as in the Nix sandbox, which has no broker).
+pub async fn broker() -> Option<TestBroker> {
+    if std::env::var("NNMON_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
+        eprintln!("skipped: NNMON_SKIP_BROKER_TESTS=1");
+        return None;
+    }
+    if let Ok(url) = std::env::var("AMQP_URL") {
+        return Some(TestBroker {
+            url,
+            _container: None,
+        });
+    }
+    let container = RabbitMq::default()
+        .with_tag("3.13-management")
+        .start()
+        .await
+        .expect(
+            "AMQP_URL is unset and no RabbitMQ container could be started (is Docker running?)",
+        );
+    let port = container
+        .get_host_port_ipv4(5672)
+        .await
+        .expect("mapped AMQP port");
+    Some(TestBroker {
+        url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
+        _container: Some(container),
+    })
+}
+
+/// One CSV row of `metric_log.csv`.
+#[derive(Clone, Debug)]
+pub struct Row {
+    pub id: String,
+    pub y_true: f64,
+    pub y_pred: f64,
+    pub absolute_error: f64,
+    pub latency_us: Option<u64>,
+}
+
+/// A pipeline of `nnmon` processes with its own queues and log folder.
+pub struct Pipeline {
+    pub url: String,
+    pub prefix: String,
+    pub queues: QueueNames,
+    log_dir: tempfile::TempDir,
+    children: Vec<(String, Child)>,
+}
+
+impl Pipeline {
+    pub fn new(broker: &TestBroker, test: &str) -> Self {
+        let prefix = format!("e2e.{test}.{}.", uuid::Uuid::now_v7().simple());
+        Self {
+            url: broker.url.clone(),
+            queues: QueueNames::with_prefix(&prefix),
+            prefix,
+            log_dir: tempfile::tempdir().expect("tempdir"),
+            children: Vec::new(),
+        }
+    }
+
+    pub fn log_dir(&self) -> &Path {
+        self.log_dir.path()
+    }
+
+    /// `nnmon <args>` wired to this pipeline's broker, prefix and log folder, its stderr
+    /// appended to `<log-dir>/<name>.stderr`.
+    pub fn command(&self, name: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_nnmon"));
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_dir().join(format!("{name}.stderr")))
+            .expect("stderr file");
+        command
+            .args(args)
+            .env("AMQP_URL", &self.url)
+            .env("NNMON_QUEUE_PREFIX", &self.prefix)
+            .env("NNMON_LOG_DIR", self.log_dir())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        command
+    }
+
+    /// Starts a long-running service under `name`.
+    pub fn start(&mut self, name: &str, args: &[&str]) {
+        let child = self.command(name, args).spawn().expect("spawn nnmon");
+        self.children.push((name.to_owned(), child));
+    }
+
+    pub fn pid(&self, name: &str) -> u32 {
+        self.children
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, c)| c.id())
+            .expect("known service")
+    }
+
+    /// Whether the service `name` is still running.
+    pub fn is_running(&mut self, name: &str) -> bool {
+        let (_, child) = self
+            .children
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .expect("known service");
+        matches!(child.try_wait(), Ok(None))
+    }
+
+    /// SIGKILLs `name` and forgets it.
+    pub fn kill(&mut self, name: &str) {
+        if let Some(index) = self.children.iter().position(|(n, _)| n == name) {
+            let (_, mut child) = self.children.remove(index);
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends `signal` to `name` and waits for it to exit.
+    pub async fn stop(&mut self, name: &str, signal: &str, timeout: Duration) -> ExitStatus {
+        let index = self
+            .children
+            .iter()
+            .position(|(n, _)| n == name)
+            .expect("known service");
+        let (_, mut child) = self.children.remove(index);
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .expect("kill(1)");
+        assert!(status.success());
+        wait_exit(&mut child, timeout)
+            .await
+            .unwrap_or_else(|| panic!("{name} did not exit within {timeout:?}\n{}", self.logs()))
+    }
+
+    /// Runs `nnmon <args>` to completion, with a timeout.
+    pub async fn run(&self, name: &str, args: &[&str], timeout: Duration) -> ExitStatus {
+        let mut child = self.command(name, args).spawn().expect("spawn nnmon");
+        match wait_exit(&mut child, timeout).await {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                panic!(
+                    "`nnmon {}` did not finish within {timeout:?}\n{}",
+                    args.join(" "),
+                    self.logs()
+                )
+            }
+        }
+    }
+
+    /// Every service's stderr, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut text = String::new();
+        if let Ok(entries) = std::fs::read_dir(self.log_dir()) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "stderr") {
+                    let body = std::fs::read_to_string(&path).unwrap_or_default();
+                    let tail: Vec<&str> = body.lines().rev().take(40).collect();
+                    text += &format!(
+                        "--- {} (last lines)\n{}\n",
+                        path.display(),
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    );
+                }
+            }
+        }
+        text
+    }
+
+    pub fn metric_log(&self) -> PathBuf {
+        self.log_dir().join("metric_log.csv")
+    }
+
+    /// The rows of `metric_log.csv` so far (complete lines only).
+    pub fn rows(&self) -> Vec<Row> {
+        let text = std::fs::read_to_string(self.metric_log()).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+        complete
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let fields = nnmon_csvlog::fields::split(line);
+                let float = |i: usize| {
+                    fields[i]
+                        .parse::<f64>()
+                        .unwrap_or_else(|_| panic!("bad float in {line}"))
+                };
+                Row {
+                    id: fields[0].to_string(),
+                    y_true: float(1),
+                    y_pred: float(2),
+                    absolute_error: float(3),
+                    latency_us: fields.get(4).and_then(|f| f.parse().ok()),
+                }
+            })
+            .collect()
+    }
+
+    /// Waits until `metric_log.csv` holds at least `count` rows.
+    pub async fn wait_for_rows(&self, count: usize, timeout: Duration) -> Vec<Row> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let rows = self.rows();
+            if rows.len() >= count {
+                return rows;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "only {} of {count} rows after {timeout:?}\n{}",
+                    rows.len(),
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A raw AMQP connection, for publishing like a seed service would.
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.url, ConnectionProperties::default())
+            .await
+            .expect("connect")
+    }
+}
+
+/// Publishes `body` to `queue` on the default exchange, as the seed's pika code does.
+pub async fn publish_raw(connection: &Connection, queue: &str, body: &[u8]) {
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            body,
+            BasicProperties::default(),
+        )
+        .await
+        .expect("publish");
+}
+
+/// Declares `queue` the way the seed does: transient.
+pub async fn declare_transient(connection: &Connection, queue: &str) {
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("declare");
+}
+
+async fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn delete_queues(url: String, queues: Vec<String>) {
+    let Ok(connection) = Connection::connect(&url, ConnectionProperties::default()).await else {
+        return;
+    };
+    for queue in queues {
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    let _ = connection.close(200, "test done".into()).await;
+}
+
+impl Drop for Pipeline {
+    fn drop(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Runs on its own thread and runtime: Drop cannot await, and may run inside a test's runtime.
+        let url = self.url.clone();
+        let queues: Vec<String> = self.queues.all().iter().map(|q| q.to_string()).collect();
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(delete_queues(url, queues));
+            }
+        })
+        .join();
+    }
+}
