@@ -110,7 +110,7 @@ impl Ledger {
             },
             line: String::new(),
         };
-        let restored = waiting.len();
+        let journal_lines = waiting.len();
         // Journal lines of halves matched or evicted before the last compaction are history.
         for (half, arrived_ms) in waiting {
             if !ledger.join.is_settled(&half.id) {
@@ -123,7 +123,7 @@ impl Ledger {
         info!(
             rows = report.rows,
             waiting = ledger.join.pending_len(),
-            restored,
+            journal_lines,
             "metric state rebuilt from the logs"
         );
         Ok(ledger)

@@ -1,0 +1,39 @@
+# nnmon's everyday commands. `just --list` shows them.
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+export AMQP_URL := env_var_or_default("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+
+# Show the recipes
+default:
+    @just --list
+
+# Start a local RabbitMQ unless one already listens at $AMQP_URL
+broker:
+    scripts/ensure-broker
+
+# Run the whole system: broker, then features, model, metric and plot (Ctrl-C stops all)
+up: broker
+    cargo build --release --bin nnmon
+    scripts/up
+
+# Every test: unit, property and end-to-end (needs the broker)
+test: broker
+    cargo test --workspace
+
+# The end-to-end suite only: real broker, real processes
+e2e: broker
+    cargo test --test pipeline
+
+# Formatting and clippy, warnings as errors
+lint:
+    cargo fmt --all --check
+    cargo clippy --workspace --all-targets -- -D warnings
+
+# Criterion benchmarks, including the pipeline against the broker's own ceiling
+bench: broker
+    cargo bench
+
+# Refit the model and rewrite models/ols.json
+train:
+    cargo run --release --bin nnmon -- train --output models/ols.json
