@@ -61,6 +61,10 @@ pub struct FeaturesArgs {
     /// Seed for the row sequence, making it reproducible; random when absent.
     #[arg(long, env = "NNMON_SEED")]
     pub seed: Option<u64>,
+    /// Append the ID of every item the broker confirmed to this file (an audit trail to
+    /// check the metric log against).
+    #[arg(long, env = "NNMON_CONFIRMED_IDS")]
+    pub confirmed_ids: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -90,8 +94,12 @@ pub struct MetricArgs {
     #[arg(long, env = "NNMON_JOIN_TTL", default_value = "300", value_parser = parse_seconds)]
     pub join_ttl: Duration,
     /// Halves that may wait for their partner at once; the oldest become orphans beyond it.
-    #[arg(long, env = "NNMON_JOIN_MAX_PENDING", default_value_t = 1_000_000)]
+    #[arg(long, env = "NNMON_JOIN_MAX_PENDING", default_value_t = 100_000)]
     pub join_max_pending: usize,
+    /// How many recently written IDs are remembered to drop redelivered duplicates (16 bytes
+    /// each, rebuilt from the log on start).
+    #[arg(long, env = "NNMON_DEDUP_WINDOW", default_value_t = 250_000)]
+    pub dedup_window: usize,
 }
 
 #[derive(Debug, Args)]

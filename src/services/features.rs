@@ -8,12 +8,14 @@
 use crate::cli::FeaturesArgs;
 use crate::services::{declare_topology, now_us};
 use crate::supervisor::supervise;
-use anyhow::Result;
+use anyhow::{Context, Result};
 use nnmon_broker::{Broker, Publisher, message_properties};
 use nnmon_model::diabetes;
 use nnmon_proto::{FeaturesMessage, MessageId, QueueNames, ValueMessage};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
@@ -47,6 +49,28 @@ struct Progress {
     /// Items sent on a connection that died before confirming them.
     resend: Vec<Item>,
     rng: ChaCha8Rng,
+    /// Where the IDs of confirmed items go, if asked (`--confirmed-ids`).
+    confirmed_ids: Option<BufWriter<File>>,
+}
+
+impl Progress {
+    fn confirm(&mut self, sent: Sent) -> Result<()> {
+        if !sent.completes_item {
+            return Ok(());
+        }
+        self.confirmed += 1;
+        if let Some(out) = &mut self.confirmed_ids {
+            writeln!(out, "{}", sent.item.id.hyphenated()).context("writing a confirmed ID")?;
+        }
+        Ok(())
+    }
+
+    fn flush_ids(&mut self) -> Result<()> {
+        if let Some(out) = &mut self.confirmed_ids {
+            out.flush().context("writing the confirmed IDs")?;
+        }
+        Ok(())
+    }
 }
 
 pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
@@ -60,12 +84,22 @@ pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
     } else {
         args.count
     };
+    let confirmed_ids = match &args.confirmed_ids {
+        Some(path) => {
+            let file = OpenOptions::new().create(true).append(true).open(path);
+            Some(BufWriter::new(
+                file.with_context(|| format!("opening {}", path.display()))?,
+            ))
+        }
+        None => None,
+    };
     let mut progress = Progress {
         target,
         started: 0,
         confirmed: 0,
         resend: Vec::new(),
         rng,
+        confirmed_ids,
     };
     let window = usize::from(args.broker.prefetch);
     info!(delay = ?args.delay, count = args.count, seed = args.seed, "streaming the diabetes data set");
@@ -146,16 +180,17 @@ async fn stream(
     progress: &mut Progress,
     cancel: &CancellationToken,
 ) -> Result<()> {
-    for item in std::mem::take(&mut progress.resend) {
+    // Items stay in `resend` until handed over, so a failure here loses none of them.
+    while let Some(&item) = progress.resend.last() {
         publish_item(publisher, queues, item).await?;
+        progress.resend.pop();
     }
-    let count_confirmed =
-        |progress: &mut Progress, sent: Sent| progress.confirmed += u64::from(sent.completes_item);
     let mut next_due = Instant::now();
     loop {
         for sent in publisher.ready()? {
-            count_confirmed(progress, sent);
+            progress.confirm(sent)?;
         }
+        progress.flush_ids()?;
         if progress.confirmed >= progress.target
             || (cancel.is_cancelled() && publisher.in_flight() == 0)
         {
@@ -175,7 +210,7 @@ async fn stream(
             continue;
         }
         tokio::select! {
-            sent = publisher.confirmed(), if publisher.in_flight() > 0 => count_confirmed(progress, sent?),
+            sent = publisher.confirmed(), if publisher.in_flight() > 0 => progress.confirm(sent?)?,
             () = tokio::time::sleep_until(next_due), if may_start => {}
             () = cancel.cancelled(), if !cancel.is_cancelled() => {}
         }

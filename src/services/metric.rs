@@ -32,7 +32,7 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
     let limits = JoinLimits {
         ttl_ms: args.join_ttl.as_millis().try_into().unwrap_or(u64::MAX),
         max_pending: args.join_max_pending,
-        ..JoinLimits::default()
+        remembered: args.dedup_window,
     };
     let mut ledger = Ledger::open(&args.logs.log_dir, limits, now_ms())?;
     let queues = QueueNames::with_prefix(&args.broker.queue_prefix);

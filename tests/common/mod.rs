@@ -2,14 +2,18 @@
 //! separate processes, one queue prefix and log folder per test, queues deleted afterwards.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::options::{
+    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use nnmon_proto::QueueNames;
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use testcontainers_modules::rabbitmq::RabbitMq;
+use testcontainers_modules::testcontainers::core::ExecCommand;
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
 use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
 
@@ -47,6 +51,83 @@ pub async fn broker() -> Option<TestBroker> {
         url: format!("amqp://guest:guest@127.0.0.1:{port}/%2f"),
         _container: Some(container),
     })
+}
+
+impl TestBroker {
+    /// Runs `rabbitmqctl` against this broker: inside its container, or on this machine.
+    /// `false` when it failed or cannot reach the broker's node.
+    pub async fn rabbitmqctl(&self, args: &[&str]) -> bool {
+        match &self._container {
+            Some(container) => {
+                let command =
+                    ExecCommand::new(std::iter::once("rabbitmqctl").chain(args.iter().copied()));
+                container.exec(command).await.is_ok()
+            }
+            None => Command::new("rabbitmqctl")
+                .args(args)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success()),
+        }
+    }
+}
+
+pub const MINUTE: Duration = Duration::from_secs(60);
+
+/// Streams `items` at a steady rate with model and metric running, calls `fault` once a
+/// quarter of the rows are in, then checks that the logged IDs are exactly the confirmed ones.
+pub async fn stream_through(
+    pipeline: &mut Pipeline,
+    items: usize,
+    fault: impl AsyncFnOnce(&mut Pipeline),
+) {
+    pipeline.start("model", &["model"]);
+    pipeline.start("metric", &["metric"]);
+    let ids = pipeline.confirmed_ids_path();
+    let count = items.to_string();
+    pipeline.start(
+        "features",
+        &[
+            "features",
+            "--delay",
+            "0.004",
+            "--count",
+            &count,
+            "--confirmed-ids",
+            ids.to_str().expect("utf-8 path"),
+        ],
+    );
+    pipeline.wait_for_rows(items / 4, MINUTE).await;
+    fault(pipeline).await;
+    let status = pipeline.wait("features", 2 * MINUTE).await;
+    assert!(status.success(), "features: {status}\n{}", pipeline.logs());
+    assert_exactly_the_confirmed_items(pipeline, items).await;
+}
+
+pub async fn assert_exactly_the_confirmed_items(pipeline: &mut Pipeline, items: usize) {
+    let confirmed: HashSet<String> = pipeline.confirmed_ids().into_iter().collect();
+    assert_eq!(
+        confirmed.len(),
+        items,
+        "features confirmed {} distinct items",
+        confirmed.len()
+    );
+    pipeline.wait_for_rows(items, MINUTE).await;
+    // Duplicates would arrive after the last new row: give them time to show.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rows = pipeline.rows();
+    let logged: HashSet<String> = rows.iter().map(|r| r.id.clone()).collect();
+    assert_eq!(
+        rows.len(),
+        logged.len(),
+        "a row was written twice\n{}",
+        pipeline.logs()
+    );
+    assert_eq!(logged, confirmed, "logged IDs differ from confirmed IDs");
+    for row in &rows {
+        assert_eq!(row.absolute_error, (row.y_true - row.y_pred).abs());
+    }
 }
 
 /// One CSV row of `metric_log.csv`.
@@ -139,14 +220,19 @@ impl Pipeline {
         }
     }
 
-    /// Sends `signal` to `name` and waits for it to exit.
-    pub async fn stop(&mut self, name: &str, signal: &str, timeout: Duration) -> ExitStatus {
+    /// Removes the service `name` from those the pipeline kills on drop, handing it over.
+    fn take(&mut self, name: &str) -> Child {
         let index = self
             .children
             .iter()
             .position(|(n, _)| n == name)
             .expect("known service");
-        let (_, mut child) = self.children.remove(index);
+        self.children.remove(index).1
+    }
+
+    /// Sends `signal` to `name` and waits for it to exit.
+    pub async fn stop(&mut self, name: &str, signal: &str, timeout: Duration) -> ExitStatus {
+        let mut child = self.take(name);
         let status = Command::new("kill")
             .args([&format!("-{signal}"), &child.id().to_string()])
             .status()
@@ -155,6 +241,59 @@ impl Pipeline {
         wait_exit(&mut child, timeout)
             .await
             .unwrap_or_else(|| panic!("{name} did not exit within {timeout:?}\n{}", self.logs()))
+    }
+
+    /// Waits for the service `name` to exit by itself.
+    pub async fn wait(&mut self, name: &str, timeout: Duration) -> ExitStatus {
+        let mut child = self.take(name);
+        match wait_exit(&mut child, timeout).await {
+            Some(status) => status,
+            None => {
+                let _ = child.kill();
+                panic!("{name} did not finish within {timeout:?}\n{}", self.logs())
+            }
+        }
+    }
+
+    /// Resident memory of the service `name`, in KiB.
+    pub fn rss_kib(&self, name: &str) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid(name)))
+            .expect("/proc status");
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// The IDs `features --confirmed-ids <log-dir>/confirmed_ids.txt` wrote.
+    pub fn confirmed_ids(&self) -> Vec<String> {
+        std::fs::read_to_string(self.confirmed_ids_path())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
+    pub fn confirmed_ids_path(&self) -> PathBuf {
+        self.log_dir().join("confirmed_ids.txt")
+    }
+
+    /// Messages ready in `queue`.
+    pub async fn queue_depth(&self, queue: &str) -> u32 {
+        let connection = self.connect().await;
+        let channel = connection.create_channel().await.expect("channel");
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..QueueDeclareOptions::default()
+        };
+        let depth = channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await
+            .expect("queue exists")
+            .message_count();
+        let _ = connection.close(200, "done".into()).await;
+        depth
     }
 
     /// Runs `nnmon <args>` to completion, with a timeout.
@@ -251,17 +390,50 @@ impl Pipeline {
 
 /// Publishes `body` to `queue` on the default exchange, as the seed's pika code does.
 pub async fn publish_raw(connection: &Connection, queue: &str, body: &[u8]) {
+    publish_many(connection, queue, std::iter::once(body.to_vec())).await;
+}
+
+/// Publishes every body to `queue`, waiting until the broker has confirmed them all.
+pub async fn publish_many(
+    connection: &Connection,
+    queue: &str,
+    bodies: impl IntoIterator<Item = Vec<u8>>,
+) {
     let channel = connection.create_channel().await.expect("channel");
     channel
-        .basic_publish(
-            "".into(),
-            queue.into(),
-            BasicPublishOptions::default(),
-            body,
-            BasicProperties::default(),
-        )
+        .confirm_select(ConfirmSelectOptions::default())
         .await
-        .expect("publish");
+        .expect("confirm mode");
+    for body in bodies {
+        let properties = BasicProperties::default().with_delivery_mode(2);
+        // A dropped confirm is collected by `wait_for_confirms` below.
+        drop(
+            channel
+                .basic_publish(
+                    "".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
+                .await
+                .expect("publish"),
+        );
+    }
+    channel.wait_for_confirms().await.expect("confirms");
+}
+
+/// Declares `queue` the way nnmon does: durable.
+pub async fn declare_durable(connection: &Connection, queue: &str) {
+    let channel = connection.create_channel().await.expect("channel");
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(queue.into(), durable, FieldTable::default())
+        .await
+        .expect("declare");
 }
 
 /// Declares `queue` the way the seed does: transient.

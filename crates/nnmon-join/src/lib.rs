@@ -124,8 +124,8 @@ impl Default for JoinLimits {
     fn default() -> Self {
         Self {
             ttl_ms: 5 * 60 * 1000,
-            max_pending: 1_000_000,
-            remembered: 2_000_000,
+            max_pending: 100_000,
+            remembered: 250_000,
         }
     }
 }

@@ -1,0 +1,56 @@
+//! A broker restart mid-stream. Kept in its own test binary, with a single test, so that
+//! nothing else runs against the shared broker while it is down (cargo runs test binaries
+//! one after another).
+
+mod common;
+
+use common::{Pipeline, broker, stream_through};
+use std::time::Duration;
+
+/// Brings the broker's application back even if the test fails while it is stopped.
+struct RestartGuard;
+
+impl Drop for RestartGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("rabbitmqctl")
+            .arg("start_app")
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() {
+    let Some(broker) = broker().await else { return };
+    if !broker.rabbitmqctl(&["status"]).await {
+        eprintln!(
+            "skipped: rabbitmqctl cannot reach the broker at AMQP_URL, so it cannot be restarted"
+        );
+        return;
+    }
+    let _guard = RestartGuard;
+    let mut pipeline = Pipeline::new(&broker, "restart");
+    pipeline.start("plot", &["plot", "--interval", "0.5"]);
+    stream_through(&mut pipeline, 1200, async |p: &mut Pipeline| {
+        assert!(broker.rabbitmqctl(&["stop_app"]).await, "stop_app failed");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert!(broker.rabbitmqctl(&["start_app"]).await, "start_app failed");
+        assert!(broker.rabbitmqctl(&["await_startup"]).await);
+        for service in ["features", "model", "metric", "plot"] {
+            assert!(
+                p.is_running(service),
+                "{service} exited while the broker was down\n{}",
+                p.logs()
+            );
+        }
+    })
+    .await;
+    for service in ["model", "metric", "plot"] {
+        assert!(
+            pipeline.is_running(service),
+            "{service} died\n{}",
+            pipeline.logs()
+        );
+    }
+    let logs = pipeline.logs();
+    assert!(logs.contains("lost the broker; reconnecting"), "{logs}");
+}
