@@ -110,3 +110,68 @@ fn plot_once_draws_a_chart_even_before_any_row() {
     let png = std::fs::read(dir.path().join("error_distribution.png")).expect("chart");
     assert!(png.starts_with(b"\x89PNG"));
 }
+
+/// Starts `nnmon metric` against a port where no broker listens, until `stderr` shows `needle`.
+fn metric_without_broker(log_dir: &std::path::Path, needle: &str) -> (std::process::Child, String) {
+    let stderr_path = log_dir.join("metric.stderr");
+    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+    let child = Command::new(env!("CARGO_BIN_EXE_nnmon"))
+        .args([
+            "metric",
+            "--amqp-url",
+            "amqp://guest:secret@127.0.0.1:1/%2f",
+        ])
+        .env("NNMON_LOG_DIR", log_dir)
+        .env("NO_COLOR", "1")
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        if text.contains(needle) {
+            return (child, text);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never logged `{needle}`:\n{text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_missing_broker_is_retried_and_said_so_without_leaking_the_password() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (mut child, text) = metric_without_broker(dir.path(), "broker not reachable yet; retrying");
+    assert!(
+        matches!(child.try_wait(), Ok(None)),
+        "metric must keep retrying:\n{text}"
+    );
+    assert!(!text.contains("secret"), "password leaked:\n{text}");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert_eq!(
+        child.wait().expect("exit").code(),
+        Some(0),
+        "SIGTERM while connecting exits 0"
+    );
+}
+
+#[test]
+fn a_torn_last_line_is_cut_off_on_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("metric_log.csv");
+    let header = "id,y_true,y_pred,absolute_error,latency_us\n";
+    std::fs::write(&log, format!("{header}a,1,2,1,\nb,3,4")).expect("write");
+    let (mut child, _) = metric_without_broker(dir.path(), "cut off a torn last line");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        std::fs::read_to_string(&log).expect("read"),
+        format!("{header}a,1,2,1,\n")
+    );
+}
