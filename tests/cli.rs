@@ -115,7 +115,7 @@ fn plot_once_draws_a_chart_even_before_any_row() {
 fn metric_without_broker(log_dir: &std::path::Path, needle: &str) -> (std::process::Child, String) {
     let stderr_path = log_dir.join("metric.stderr");
     let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-    let child = Command::new(env!("CARGO_BIN_EXE_nnmon"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nnmon"))
         .args([
             "metric",
             "--amqp-url",
@@ -132,10 +132,11 @@ fn metric_without_broker(log_dir: &std::path::Path, needle: &str) -> (std::proce
         if text.contains(needle) {
             return (child, text);
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "never logged `{needle}`:\n{text}"
-        );
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("never logged `{needle}`:\n{text}");
+        }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
