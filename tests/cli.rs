@@ -111,11 +111,10 @@ fn plot_once_draws_a_chart_even_before_any_row() {
     assert!(png.starts_with(b"\x89PNG"));
 }
 
-/// Starts `nnmon metric` against a port where no broker listens, until `stderr` shows `needle`.
-fn metric_without_broker(log_dir: &std::path::Path, needle: &str) -> (std::process::Child, String) {
-    let stderr_path = log_dir.join("metric.stderr");
-    let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nnmon"))
+/// Starts `nnmon metric` against a port where no broker listens, stderr to `metric.stderr`.
+fn spawn_metric_without_broker(log_dir: &std::path::Path) -> std::process::Child {
+    let stderr = std::fs::File::create(log_dir.join("metric.stderr")).expect("stderr file");
+    Command::new(env!("CARGO_BIN_EXE_nnmon"))
         .args([
             "metric",
             "--amqp-url",
@@ -125,12 +124,20 @@ fn metric_without_broker(log_dir: &std::path::Path, needle: &str) -> (std::proce
         .env("NO_COLOR", "1")
         .stderr(stderr)
         .spawn()
-        .expect("spawn");
+        .expect("spawn")
+}
+
+/// Waits until `metric.stderr` in `log_dir` shows `needle`; returns the whole text.
+fn wait_for_stderr(
+    child: &mut std::process::Child,
+    log_dir: &std::path::Path,
+    needle: &str,
+) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        let text = std::fs::read_to_string(&stderr_path).unwrap_or_default();
+        let text = std::fs::read_to_string(log_dir.join("metric.stderr")).unwrap_or_default();
         if text.contains(needle) {
-            return (child, text);
+            return text;
         }
         if std::time::Instant::now() > deadline {
             let _ = child.kill();
@@ -144,7 +151,8 @@ fn metric_without_broker(log_dir: &std::path::Path, needle: &str) -> (std::proce
 #[test]
 fn a_missing_broker_is_retried_and_said_so_without_leaking_the_password() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut child, text) = metric_without_broker(dir.path(), "broker not reachable yet; retrying");
+    let mut child = spawn_metric_without_broker(dir.path());
+    let text = wait_for_stderr(&mut child, dir.path(), "broker not reachable yet; retrying");
     assert!(
         matches!(child.try_wait(), Ok(None)),
         "metric must keep retrying:\n{text}"
@@ -168,7 +176,8 @@ fn a_torn_last_line_is_cut_off_on_start() {
     let log = dir.path().join("metric_log.csv");
     let header = "id,y_true,y_pred,absolute_error,latency_us\n";
     std::fs::write(&log, format!("{header}a,1,2,1,\nb,3,4")).expect("write");
-    let (mut child, _) = metric_without_broker(dir.path(), "cut off a torn last line");
+    let mut child = spawn_metric_without_broker(dir.path());
+    wait_for_stderr(&mut child, dir.path(), "cut off a torn last line");
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(
