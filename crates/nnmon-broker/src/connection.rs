@@ -62,7 +62,6 @@ pub enum QueueState {
 /// One connection to the broker.
 pub struct Broker {
     connection: Connection,
-    url: BrokerUrl,
 }
 
 impl Broker {
@@ -88,10 +87,7 @@ impl Broker {
                     } else {
                         info!(broker = %url, "connected to the broker");
                     }
-                    return Some(Self {
-                        connection,
-                        url: url.clone(),
-                    });
+                    return Some(Self { connection });
                 }
                 Err(error) => {
                     attempt += 1;
@@ -104,10 +100,6 @@ impl Broker {
                 }
             }
         }
-    }
-
-    pub fn url(&self) -> &BrokerUrl {
-        &self.url
     }
 
     /// Declares a durable queue, or accepts an existing one as it is.

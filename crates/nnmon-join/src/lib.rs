@@ -271,12 +271,6 @@ impl Join {
             .filter_map(|id| self.pending.get(id))
             .map(|w| (&w.half, w.arrived_ms))
     }
-
-    /// Milliseconds until the oldest pending half expires, if any is pending.
-    pub fn next_expiry_in(&self, now_ms: u64) -> Option<u64> {
-        let oldest = self.pending().next()?.1;
-        Some((oldest + self.limits.ttl_ms).saturating_sub(now_ms))
-    }
 }
 
 #[cfg(test)]

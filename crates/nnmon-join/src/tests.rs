@@ -91,7 +91,6 @@ fn expired_halves_become_orphans_and_their_late_partners_too() {
         (orphans[0].half.id.clone(), orphans[0].cause),
         (id(1), EvictionCause::Expired)
     );
-    assert_eq!(join.next_expiry_in(100), Some(50));
     let Offer::Late(late) = join.offer(half(Side::Prediction, 1, 3.0), 120) else {
         panic!("a late partner is an orphan");
     };
