@@ -140,14 +140,16 @@ async fn publish_item(
     let features = FeaturesMessage {
         id: id.clone(),
         features: sample.features,
+        published_us: Some(item.published_us),
     }
     .encode()?;
     let truth = ValueMessage {
         id: id.clone(),
         value: sample.target,
+        published_us: Some(item.published_us),
     }
     .encode()?;
-    let properties = message_properties(id.as_str(), Some(item.published_us));
+    let properties = message_properties(id.as_str());
     publisher
         .publish(
             &queues.features,

@@ -10,7 +10,7 @@
 mod ledger;
 
 use crate::cli::MetricArgs;
-use crate::services::{PoisonCounter, dead_letter, declare_topology, now_ms, published_us};
+use crate::services::{PoisonCounter, dead_letter, declare_topology, now_ms};
 use crate::supervisor::supervise;
 use anyhow::Result;
 use ledger::Ledger;
@@ -70,7 +70,7 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
                                 side,
                                 id: message.id,
                                 value: message.value,
-                                published_us: published_us(&delivery.properties),
+                                published_us: message.published_us,
                             }, now)?,
                             Err(error) => {
                                 poison.record(delivery.routing_key.as_str(), &error);

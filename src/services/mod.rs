@@ -12,9 +12,7 @@ pub mod plot;
 pub mod train;
 
 use anyhow::{Context, Result};
-use nnmon_broker::{
-    AMQPValue, BasicProperties, Broker, Delivery, LongString, Publisher, ShortString,
-};
+use nnmon_broker::{AMQPValue, Broker, Delivery, LongString, Publisher, ShortString};
 use nnmon_proto::{DecodeError, QueueNames, headers};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::warn;
@@ -38,21 +36,6 @@ pub(crate) fn now_us() -> u64 {
 /// Milliseconds since the Unix epoch.
 pub(crate) fn now_ms() -> u64 {
     now_us() / 1000
-}
-
-/// The item's first publish time, from the header `features` sets, if present.
-pub(crate) fn published_us(properties: &BasicProperties) -> Option<u64> {
-    let value = properties
-        .headers()
-        .as_ref()?
-        .inner()
-        .get(headers::PUBLISHED_US)?;
-    match value {
-        AMQPValue::LongLongInt(us) => u64::try_from(*us).ok(),
-        AMQPValue::LongInt(us) => u64::try_from(*us).ok(),
-        AMQPValue::LongUInt(us) => Some(u64::from(*us)),
-        _ => None,
-    }
 }
 
 /// Counts poison messages and logs each reason once, so a flood cannot flood the log.
@@ -89,15 +72,15 @@ pub(crate) async fn dead_letter<T>(
     let mut headers = delivery.properties.headers().clone().unwrap_or_default();
     let text = |s: &str| AMQPValue::LongString(LongString::from(s));
     headers.insert(
-        ShortString::from(nnmon_proto::headers::REJECT_REASON),
+        ShortString::from(headers::REJECT_REASON),
         text(error.reason()),
     );
     headers.insert(
-        ShortString::from(nnmon_proto::headers::REJECT_DETAIL),
+        ShortString::from(headers::REJECT_DETAIL),
         text(&error.to_string()),
     );
     headers.insert(
-        ShortString::from(nnmon_proto::headers::REJECT_QUEUE),
+        ShortString::from(headers::REJECT_QUEUE),
         text(delivery.routing_key.as_str()),
     );
     let properties = delivery

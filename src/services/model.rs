@@ -7,7 +7,7 @@
 //! settles everything up to the latest confirmed delivery.
 
 use crate::cli::ModelArgs;
-use crate::services::{PoisonCounter, dead_letter, declare_topology, published_us};
+use crate::services::{PoisonCounter, dead_letter, declare_topology};
 use crate::supervisor::supervise;
 use anyhow::{Context, Result};
 use nnmon_broker::{Acker, BasicAckOptions, Broker, Delivery, Publisher, message_properties};
@@ -79,12 +79,13 @@ async fn predict(
     let prediction = ValueMessage {
         value: model.predict(&message.features),
         id: message.id,
+        published_us: message.published_us,
     };
     let Ok(body) = prediction.encode() else {
         // Finite but extreme features can overflow the dot product to infinity.
         return reject(queues, publisher, poison, delivery, DecodeError::NonFinite).await;
     };
-    let properties = message_properties(prediction.id.as_str(), published_us(&delivery.properties));
+    let properties = message_properties(prediction.id.as_str());
     publisher
         .publish(&queues.y_pred, &body, properties, delivery.acker)
         .await?;

@@ -1,34 +1,23 @@
 use crate::BrokerError;
 use futures_util::FutureExt;
 use lapin::options::BasicPublishOptions;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
 use lapin::{Confirmation, PublisherConfirm};
-use nnmon_proto::headers;
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Properties of every nnmon message: persistent JSON with its ID, the time in seconds
-/// (AMQP's resolution) and, when known, the item's first publish time in microseconds.
-pub fn message_properties(message_id: &str, published_us: Option<u64>) -> BasicProperties {
+/// Properties of every nnmon message: persistent JSON with its ID and the time in seconds
+/// (AMQP's resolution; the microsecond publish time travels in the body).
+pub fn message_properties(message_id: &str) -> BasicProperties {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    let mut properties = BasicProperties::default()
+    BasicProperties::default()
         .with_delivery_mode(2)
         .with_content_type("application/json".into())
         .with_message_id(message_id.into())
-        .with_timestamp(now);
-    if let Some(us) = published_us {
-        let mut headers = FieldTable::default();
-        headers.insert(
-            ShortString::from(headers::PUBLISHED_US),
-            AMQPValue::LongLongInt(us as i64),
-        );
-        properties = properties.with_headers(headers);
-    }
-    properties
+        .with_timestamp(now)
 }
 
 /// A confirm-mode channel with a window of unconfirmed messages, each tagged with a token.

@@ -24,9 +24,6 @@ pub use queues::QueueNames;
 
 /// AMQP header names nnmon sets in addition to the seed's JSON body.
 pub mod headers {
-    /// Microseconds since the Unix epoch when `features` first published the item; carried
-    /// from `features`/`y_true` through `y_pred` so `metric` can log end-to-end latency.
-    pub const PUBLISHED_US: &str = "x-nnmon-published-us";
     /// Why a message was dead-lettered (a [`crate::DecodeError::reason`]).
     pub const REJECT_REASON: &str = "x-nnmon-reject-reason";
     /// The full human-readable rejection error.

@@ -13,6 +13,9 @@ pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 pub struct FeaturesMessage {
     pub id: MessageId,
     pub features: [f64; FEATURE_COUNT],
+    /// When `features` first published the item (µs since the Unix epoch), if the producer
+    /// says: nnmon's extra field, which the seed's services ignore and never send.
+    pub published_us: Option<u64>,
 }
 
 /// One scalar, as sent on the `y_true` and `y_pred` queues.
@@ -20,6 +23,9 @@ pub struct FeaturesMessage {
 pub struct ValueMessage {
     pub id: MessageId,
     pub value: f64,
+    /// The item's first publish time, carried through from `features` (see
+    /// [`FeaturesMessage::published_us`]).
+    pub published_us: Option<u64>,
 }
 
 /// Why a message body could not be accepted.
@@ -68,12 +74,16 @@ pub enum EncodeError {
 struct Envelope<B> {
     id: MessageId,
     body: B,
+    #[serde(default)]
+    published_us: Option<u64>,
 }
 
 #[derive(Serialize)]
 struct EnvelopeRef<'a, B: ?Sized> {
     id: &'a MessageId,
     body: &'a B,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    published_us: Option<u64>,
 }
 
 fn parse<'a, B: Deserialize<'a>>(bytes: &'a [u8]) -> Result<Envelope<B>, DecodeError> {
@@ -101,15 +111,24 @@ fn parse<'a, B: Deserialize<'a>>(bytes: &'a [u8]) -> Result<Envelope<B>, DecodeE
     Ok(envelope)
 }
 
-fn to_json<B: Serialize + ?Sized>(id: &MessageId, body: &B) -> Vec<u8> {
+fn to_json<B: Serialize + ?Sized>(id: &MessageId, body: &B, published_us: Option<u64>) -> Vec<u8> {
     // Serialising plain floats and strings into a Vec cannot fail.
-    serde_json::to_vec(&EnvelopeRef { id, body }).unwrap_or_default()
+    serde_json::to_vec(&EnvelopeRef {
+        id,
+        body,
+        published_us,
+    })
+    .unwrap_or_default()
 }
 
 impl FeaturesMessage {
     /// Parses and validates a `features` message body.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let Envelope { id, body } = parse::<Vec<f64>>(bytes)?;
+        let Envelope {
+            id,
+            body,
+            published_us,
+        } = parse::<Vec<f64>>(bytes)?;
         let features: [f64; FEATURE_COUNT] = body
             .as_slice()
             .try_into()
@@ -117,7 +136,11 @@ impl FeaturesMessage {
         if !features.iter().all(|x| x.is_finite()) {
             return Err(DecodeError::NonFinite);
         }
-        Ok(Self { id, features })
+        Ok(Self {
+            id,
+            features,
+            published_us,
+        })
     }
 
     /// The JSON body the seed's model service expects.
@@ -125,18 +148,26 @@ impl FeaturesMessage {
         if !self.features.iter().all(|x| x.is_finite()) {
             return Err(EncodeError::NonFinite(self.id.clone()));
         }
-        Ok(to_json(&self.id, &self.features[..]))
+        Ok(to_json(&self.id, &self.features[..], self.published_us))
     }
 }
 
 impl ValueMessage {
     /// Parses and validates a `y_true` or `y_pred` message body.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let Envelope { id, body } = parse::<f64>(bytes)?;
+        let Envelope {
+            id,
+            body,
+            published_us,
+        } = parse::<f64>(bytes)?;
         if !body.is_finite() {
             return Err(DecodeError::NonFinite);
         }
-        Ok(Self { id, value: body })
+        Ok(Self {
+            id,
+            value: body,
+            published_us,
+        })
     }
 
     /// The JSON body the seed's metric service expects.
@@ -144,7 +175,7 @@ impl ValueMessage {
         if !self.value.is_finite() {
             return Err(EncodeError::NonFinite(self.id.clone()));
         }
-        Ok(to_json(&self.id, &self.value))
+        Ok(to_json(&self.id, &self.value, self.published_us))
     }
 }
 
@@ -174,6 +205,22 @@ mod tests {
         let msg = FeaturesMessage::decode(body).expect("valid");
         assert_eq!(msg.id, text("abc"));
         assert_eq!(msg.features[9], 10.0);
+    }
+
+    #[test]
+    fn the_publish_time_is_an_optional_extra_field() {
+        let msg =
+            ValueMessage::decode(br#"{"id": "a", "body": 2.5, "published_us": 1700000000000000}"#)
+                .expect("valid");
+        assert_eq!(msg.published_us, Some(1_700_000_000_000_000));
+        assert_eq!(
+            msg.encode().expect("finite"),
+            br#"{"id":"a","body":2.5,"published_us":1700000000000000}"#
+        );
+        let reason = ValueMessage::decode(br#"{"id": "a", "body": 2.5, "published_us": -1}"#)
+            .expect_err("negative")
+            .reason();
+        assert_eq!(reason, "wrong_shape");
     }
 
     #[test]
@@ -238,11 +285,13 @@ mod tests {
         let msg = ValueMessage {
             id: text("a"),
             value: f64::INFINITY,
+            published_us: None,
         };
         assert!(msg.encode().is_err());
         let msg = FeaturesMessage {
             id: text("a"),
             features: [f64::NAN; FEATURE_COUNT],
+            published_us: None,
         };
         assert!(msg.encode().is_err());
     }
@@ -264,15 +313,15 @@ mod tests {
 
     proptest! {
         #[test]
-        fn features_round_trip_exactly(id in any_id(), features in proptest::array::uniform10(-1e300f64..1e300)) {
-            let msg = FeaturesMessage { id, features };
+        fn features_round_trip_exactly(id in any_id(), features in proptest::array::uniform10(-1e300f64..1e300), published_us in any::<Option<u64>>()) {
+            let msg = FeaturesMessage { id, features, published_us };
             let back = FeaturesMessage::decode(&msg.encode().expect("finite")).expect("valid");
             prop_assert_eq!(back, msg);
         }
 
         #[test]
-        fn values_round_trip_exactly(id in any_id(), value in any::<f64>().prop_filter("finite", |x| x.is_finite())) {
-            let msg = ValueMessage { id, value };
+        fn values_round_trip_exactly(id in any_id(), value in any::<f64>().prop_filter("finite", |x| x.is_finite()), published_us in any::<Option<u64>>()) {
+            let msg = ValueMessage { id, value, published_us };
             let back = ValueMessage::decode(&msg.encode().expect("finite")).expect("valid");
             prop_assert_eq!(back, msg);
         }
