@@ -11,6 +11,19 @@ fn nnmon(args: &[&str]) -> std::process::Output {
         .expect("run nnmon")
 }
 
+/// Runs `nnmon <args>` and asserts that it succeeded.
+fn nnmon_succeeds(args: &[&std::ffi::OsStr]) {
+    let output = Command::new(env!("CARGO_BIN_EXE_nnmon"))
+        .args(args)
+        .output()
+        .expect("run nnmon");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 #[test]
 fn bad_flags_exit_with_code_2_and_say_why() {
     for (args, says) in [
@@ -71,16 +84,11 @@ fn metric_refuses_a_log_with_another_header() {
 fn train_writes_the_shipped_model() {
     let dir = tempfile::tempdir().expect("tempdir");
     let output_path = dir.path().join("ols.json");
-    let output = Command::new(env!("CARGO_BIN_EXE_nnmon"))
-        .args(["train", "--output"])
-        .arg(&output_path)
-        .output()
-        .expect("run");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    nnmon_succeeds(&[
+        "train".as_ref(),
+        "--output".as_ref(),
+        output_path.as_os_str(),
+    ]);
     let written = nnmon_model::LinearModel::load(&output_path).expect("valid artifact");
     let shipped = nnmon_model::LinearModel::default_ols().expect("shipped artifact");
     // Bit-identical results are not promised across optimisation levels; 1e-9 relative is.
@@ -97,16 +105,12 @@ fn train_writes_the_shipped_model() {
 #[test]
 fn plot_once_draws_a_chart_even_before_any_row() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let output = Command::new(env!("CARGO_BIN_EXE_nnmon"))
-        .args(["plot", "--once", "--log-dir"])
-        .arg(dir.path())
-        .output()
-        .expect("run");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    nnmon_succeeds(&[
+        "plot".as_ref(),
+        "--once".as_ref(),
+        "--log-dir".as_ref(),
+        dir.path().as_os_str(),
+    ]);
     let png = std::fs::read(dir.path().join("error_distribution.png")).expect("chart");
     assert!(png.starts_with(b"\x89PNG"));
 }
