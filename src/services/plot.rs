@@ -25,7 +25,7 @@ impl Plotter {
     pub fn new(log_dir: &Path) -> Self {
         Self {
             tail: LogTail::new(&log_dir.join(super::metric::METRIC_LOG), "absolute_error"),
-            summary: ErrorSummary::new(),
+            summary: ErrorSummary::new(chart::BINS),
             unreadable: 0,
         }
     }
@@ -40,7 +40,7 @@ impl Plotter {
         })?;
         if event.reset {
             info!("the metric log was replaced; starting over");
-            self.summary = ErrorSummary::new();
+            self.summary = ErrorSummary::new(chart::BINS);
         }
         if unreadable > 0 && self.unreadable == 0 {
             warn!(
@@ -58,8 +58,8 @@ impl Plotter {
     }
 
     /// Renders the chart and moves it into place at `path`.
-    pub fn write_chart(&self, path: &Path) -> Result<()> {
-        let png = chart::render_png(&self.summary)?;
+    pub fn write_chart(&mut self, path: &Path) -> Result<()> {
+        let png = chart::render_png(&mut self.summary)?;
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(".tmp");
         std::fs::write(&tmp, png)

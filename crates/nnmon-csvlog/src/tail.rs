@@ -1,7 +1,11 @@
 use crate::fields;
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+
+/// How much of the file is read at once.
+const CHUNK_BYTES: u64 = 4 << 20;
 
 /// What changed since the previous [`LogTail::read_new`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -23,6 +27,7 @@ pub struct LogTail {
     /// Bytes of the file already consumed (always at a line boundary).
     offset: u64,
     buffer: Vec<u8>,
+    chunk_bytes: u64,
 }
 
 impl LogTail {
@@ -34,6 +39,7 @@ impl LogTail {
             column: None,
             offset: 0,
             buffer: Vec::new(),
+            chunk_bytes: CHUNK_BYTES,
         }
     }
 
@@ -57,14 +63,44 @@ impl LogTail {
             return Ok(event);
         }
         file.seek(SeekFrom::Start(self.offset))?;
+        let mut file = file.take(len - self.offset);
         self.buffer.clear();
-        file.take(len - self.offset).read_to_end(&mut self.buffer)?;
-        let Some(last_newline) = self.buffer.iter().rposition(|&b| b == b'\n') else {
-            return Ok(event);
-        };
-        let complete = &self.buffer[..=last_newline];
-        for raw in complete.split(|&b| b == b'\n') {
-            let line = String::from_utf8_lossy(raw);
+        // Fixed-size chunks keep memory flat however much was appended; a line cut by a
+        // chunk's end is carried over to the next one.
+        loop {
+            let read = (&mut file)
+                .take(self.chunk_bytes)
+                .read_to_end(&mut self.buffer)?;
+            let Some(last_newline) = self.buffer.iter().rposition(|&b| b == b'\n') else {
+                if read == 0 {
+                    break;
+                }
+                continue;
+            };
+            event.rows += self.process_lines(last_newline, &mut on_value)?;
+            self.offset += last_newline as u64 + 1;
+            self.buffer.drain(..=last_newline);
+            if read == 0 {
+                break;
+            }
+        }
+        // An unfinished last line is read again, whole, next time.
+        self.buffer.clear();
+        self.buffer.shrink_to(2 * self.chunk_bytes as usize);
+        Ok(event)
+    }
+}
+
+impl LogTail {
+    /// Hands the chosen column of each complete line in `buffer[..=end]` to `on_value`;
+    /// the first line read from the file is its header. Returns the rows handed out.
+    fn process_lines(&mut self, end: usize, on_value: &mut impl FnMut(&str)) -> io::Result<usize> {
+        let mut rows = 0;
+        for raw in self.buffer[..end].split(|&b| b == b'\n') {
+            let line = match std::str::from_utf8(raw) {
+                Ok(text) => Cow::Borrowed(text),
+                Err(_) => String::from_utf8_lossy(raw),
+            };
             let line = line.trim_end_matches('\r');
             if line.is_empty() {
                 continue;
@@ -85,13 +121,12 @@ impl LogTail {
                 }
                 continue;
             };
-            if let Some(value) = fields::split(line).get(column) {
-                on_value(value);
-                event.rows += 1;
+            if let Some(value) = fields::nth(line, column) {
+                on_value(&value);
+                rows += 1;
             }
         }
-        self.offset += complete.len() as u64;
-        Ok(event)
+        Ok(rows)
     }
 }
 
@@ -122,6 +157,26 @@ mod tests {
         write!(file, "\nc,1,1,0\n").expect("write");
         assert_eq!(collect(&mut tail).1, vec!["3", "0"]);
         assert_eq!(collect(&mut tail).1, Vec::<String>::new());
+    }
+
+    #[test]
+    fn lines_cut_by_chunk_boundaries_are_carried_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.csv");
+        let rows: Vec<String> = (0..200)
+            .map(|i| format!("id-{i},{}", "x".repeat(i % 13)))
+            .collect();
+        std::fs::write(
+            &path,
+            format!("id,absolute_error\n{}\npartial,", rows.join("\n")),
+        )
+        .expect("write");
+        let mut tail = LogTail::new(&path, "absolute_error");
+        tail.chunk_bytes = 7;
+        let (event, values) = collect(&mut tail);
+        assert_eq!(event.rows, 200);
+        let want: Vec<String> = (0..200).map(|i| "x".repeat(i % 13)).collect();
+        assert_eq!(values, want);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The error-distribution chart as PNG bytes.
 
-use crate::{ErrorSummary, Histogram};
+use crate::ErrorSummary;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 use std::sync::OnceLock;
@@ -45,9 +45,9 @@ pub fn title(summary: &ErrorSummary) -> String {
 }
 
 /// Renders the histogram of `summary`'s errors, its mean and median, to PNG bytes.
-pub fn render_png(summary: &ErrorSummary) -> Result<Vec<u8>, ChartError> {
+pub fn render_png(summary: &mut ErrorSummary) -> Result<Vec<u8>, ChartError> {
     ensure_font()?;
-    let histogram = Histogram::of(summary.errors(), BINS);
+    let histogram = summary.histogram().clone();
     let mut rgb = vec![255u8; (WIDTH * HEIGHT * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut rgb, (WIDTH, HEIGHT)).into_drawing_area();
@@ -121,18 +121,18 @@ mod tests {
 
     #[test]
     fn renders_a_png_with_and_without_rows() {
-        let empty = render_png(&ErrorSummary::new()).expect("renders");
+        let empty = render_png(&mut ErrorSummary::new(BINS)).expect("renders");
         assert!(empty.starts_with(PNG_SIGNATURE));
-        let mut summary = ErrorSummary::new();
+        let mut summary = ErrorSummary::new(BINS);
         summary.extend((0..500).map(|i| f64::from(i % 97)));
-        let png = render_png(&summary).expect("renders");
+        let png = render_png(&mut summary).expect("renders");
         assert!(png.starts_with(PNG_SIGNATURE));
         assert_ne!(png, empty);
     }
 
     #[test]
     fn title_names_rows_mae_and_rmse() {
-        let mut summary = ErrorSummary::new();
+        let mut summary = ErrorSummary::new(BINS);
         summary.extend([1.0, 3.0]);
         assert_eq!(
             title(&summary),

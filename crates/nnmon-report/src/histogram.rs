@@ -15,13 +15,23 @@ impl Histogram {
     /// All-equal values get bins of width 1 centred on the value, so the chart still has
     /// an x-axis; with no values every count is zero over [0, 1).
     pub fn of(values: &[f64], bins: usize) -> Self {
-        let bins = bins.max(1);
         let (min, max) = values
             .iter()
             .filter(|v| v.is_finite())
             .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
                 (lo.min(v), hi.max(v))
             });
+        let mut histogram = Self::spanning(min, max, bins);
+        for &v in values.iter().filter(|v| v.is_finite()) {
+            histogram.add(v);
+        }
+        histogram
+    }
+
+    /// Empty bins for values from `min` to `max` (`min > max`: no values yet), as
+    /// [`of`](Self::of) makes them.
+    pub fn spanning(min: f64, max: f64, bins: usize) -> Self {
+        let bins = bins.max(1);
         let (start, width) = if min > max {
             (0.0, 1.0 / bins as f64)
         } else if min == max {
@@ -29,17 +39,22 @@ impl Histogram {
         } else {
             (min, (max - min) / bins as f64)
         };
-        let mut counts = vec![0u64; bins];
-        for &v in values.iter().filter(|v| v.is_finite()) {
-            // Truncation picks the bin; clamping puts the maximum into the last bin.
-            let index = (((v - start) / width) as usize).min(bins - 1);
-            counts[index] += 1;
-        }
         Self {
             start,
             width,
-            counts,
+            counts: vec![0u64; bins],
         }
+    }
+
+    /// Counts one more value in its bin. Within the minimum and maximum the bins were made
+    /// from, this gives the same bins as binning everything again; outside, the value is
+    /// clamped into the first or last bin.
+    pub fn add(&mut self, value: f64) {
+        // Truncation picks the bin (a negative offset saturates to 0); clamping puts the
+        // maximum into the last bin.
+        let last = self.counts.len() - 1;
+        let index = (((value - self.start) / self.width) as usize).min(last);
+        self.counts[index] += 1;
     }
 
     /// Right edge of the last bin.

@@ -1,0 +1,625 @@
+//! End-to-end throughput against a real broker, next to the broker's own ceiling.
+//!
+//! - `pipeline/items`: the real `nnmon` binary (`model` and `metric` running, then
+//!   `features --delay 0 --count N`), timed from the start of `features` until
+//!   `metric_log.csv` holds N rows. Prints the p50/p99 of the rows' `latency_us`.
+//! - `ceiling/items`: a bare lapin publisher → consumer on each of three queues at once
+//!   (one per message of an item), with nnmon's guarantees: durable queues, persistent
+//!   messages, confirms awaited in windows of 500, prefetch 500 and batched `multiple` acks.
+//!
+//! Then one line compares them. `AMQP_URL` names the broker (default: the local one);
+//! `NNMON_BENCH_ITEMS` changes N (default 15 000). Every iteration uses fresh queues (a
+//! random prefix) and deletes them afterwards.
+//!
+//! `cargo bench --bench pipeline` (the bench builds the `nnmon` binary itself).
+
+use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
+    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Connection, ConnectionProperties, PublisherConfirm};
+use nnmon::services::metric::METRIC_LOG;
+use nnmon_proto::QueueNames;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+
+const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const DEFAULT_ITEMS: u64 = 15_000;
+/// Unconfirmed messages in flight per publisher, and prefetch per consumer: nnmon's default.
+const WINDOW: usize = 500;
+const BODY_BYTES: usize = 200;
+const SAMPLES: usize = 10;
+/// How long one iteration may take before the bench gives up.
+const ITERATION_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn amqp_url() -> String {
+    std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
+}
+
+fn items() -> u64 {
+    std::env::var("NNMON_BENCH_ITEMS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(DEFAULT_ITEMS)
+}
+
+/// The `nnmon` binary: Cargo builds it for benches and says where; without that, the
+/// release build in this workspace.
+fn nnmon_binary() -> PathBuf {
+    let path = match option_env!("CARGO_BIN_EXE_nnmon") {
+        Some(path) => PathBuf::from(path),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/nnmon"),
+    };
+    assert!(
+        path.is_file(),
+        "{} does not exist: run `cargo build --release --bin nnmon` first",
+        path.display()
+    );
+    path
+}
+
+fn fresh_prefix(kind: &str) -> String {
+    format!("bench.{kind}.{}.", uuid::Uuid::now_v7().simple())
+}
+
+async fn connect(url: &str) -> Connection {
+    Connection::connect(url, ConnectionProperties::default())
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the broker at AMQP_URL ({e}); is it running?"))
+}
+
+async fn delete_queues(connection: &Connection, queues: &[&str]) {
+    let channel = connection.create_channel().await.expect("channel");
+    for queue in queues {
+        channel
+            .queue_delete((*queue).into(), QueueDeleteOptions::default())
+            .await
+            .unwrap_or_else(|e| panic!("deleting queue {queue}: {e}"));
+    }
+    let _ = channel.close(200, "done".into()).await;
+}
+
+/// Consumers on `queue`, or `None` while it does not exist yet.
+async fn consumers_on(connection: &Connection, queue: &str) -> Option<u32> {
+    // A passive declare of a missing queue closes its channel: use a throwaway one.
+    let channel = connection.create_channel().await.ok()?;
+    let options = QueueDeclareOptions {
+        passive: true,
+        ..QueueDeclareOptions::default()
+    };
+    let declared = channel
+        .queue_declare(queue.into(), options, FieldTable::default())
+        .await
+        .ok()?;
+    let _ = channel.close(200, "done".into()).await;
+    Some(declared.consumer_count())
+}
+
+/// Counts the lines of a growing file, reading each byte once.
+struct LineCounter {
+    path: PathBuf,
+    file: Option<File>,
+    lines: u64,
+    buffer: Vec<u8>,
+}
+
+impl LineCounter {
+    fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            file: None,
+            lines: 0,
+            buffer: vec![0; 1 << 16],
+        }
+    }
+
+    fn lines(&mut self) -> u64 {
+        if self.file.is_none() {
+            self.file = File::open(&self.path).ok();
+        }
+        if let Some(file) = &mut self.file {
+            while let Ok(read @ 1..) = file.read(&mut self.buffer) {
+                self.lines += self.buffer[..read].iter().filter(|&&b| b == b'\n').count() as u64;
+            }
+        }
+        self.lines
+    }
+}
+
+/// CPU time (user + system) of process `pid` so far, in clock ticks (100 a second on
+/// Linux). Still readable while the process is a zombie, i.e. until it is waited for.
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name (which may hold spaces) start at field 3, `state`.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+    field(14).unwrap_or(0) + field(15).unwrap_or(0)
+}
+
+/// Busy CPU time of the whole machine so far, in clock ticks (everything but idle/iowait).
+fn machine_busy_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let Some(cpu) = stat.lines().next() else {
+        return 0;
+    };
+    let ticks: Vec<u64> = cpu
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal (guest time is inside user).
+    ticks.iter().take(8).sum::<u64>() - ticks.get(3).unwrap_or(&0) - ticks.get(4).unwrap_or(&0)
+}
+
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// Percentile `p` (0–100) of sorted values.
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The `latency_us` column of a metric log.
+fn latencies(log: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(log).expect("read the metric log");
+    text.lines()
+        .skip(1)
+        .filter_map(|line| line.rsplit(',').next()?.parse().ok())
+        .collect()
+}
+
+/// One run of the real pipeline.
+struct PipelineRun {
+    elapsed: Duration,
+    latencies_us: Vec<u64>,
+    /// CPU seconds of features, model and metric, and of the whole machine, over the run.
+    cpu: [f64; 4],
+}
+
+struct Services {
+    log_dir: tempfile::TempDir,
+    children: Vec<(&'static str, Child)>,
+}
+
+impl Services {
+    fn spawn(&mut self, name: &'static str, args: &[&str], url: &str, prefix: &str) {
+        let stderr =
+            File::create(self.log_dir.path().join(format!("{name}.stderr"))).expect("stderr file");
+        let child = Command::new(nnmon_binary())
+            .args(args)
+            .env("AMQP_URL", url)
+            .env("NNMON_QUEUE_PREFIX", prefix)
+            .env("NNMON_LOG_DIR", self.log_dir.path())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start nnmon");
+        self.children.push((name, child));
+    }
+
+    /// The services' stderr, for failure messages.
+    fn logs(&self) -> String {
+        let mut all = String::new();
+        for (name, _) in &self.children {
+            let path = self.log_dir.path().join(format!("{name}.stderr"));
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(20).collect();
+            all += &format!("--- {name} (last lines)\n");
+            for line in tail.into_iter().rev() {
+                all += line;
+                all.push('\n');
+            }
+        }
+        all
+    }
+
+    fn fail(&mut self, why: &str) -> ! {
+        let logs = self.logs();
+        self.kill_all();
+        panic!("{why}\n{logs}");
+    }
+
+    fn kill_all(&mut self) {
+        for (_, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Services {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+async fn run_pipeline(connection: &Connection, url: &str, items: u64) -> PipelineRun {
+    let prefix = fresh_prefix("pipeline");
+    let queues = QueueNames::with_prefix(&prefix);
+    let mut services = Services {
+        log_dir: tempfile::tempdir().expect("tempdir"),
+        children: Vec::new(),
+    };
+    services.spawn("model", &["model"], url, &prefix);
+    services.spawn("metric", &["metric"], url, &prefix);
+
+    // Ready once model consumes `features` and metric consumes `y_true` and `y_pred`.
+    let ready_by = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut ready = true;
+        for queue in [&queues.features, &queues.y_true, &queues.y_pred] {
+            ready &= consumers_on(connection, queue).await.unwrap_or(0) > 0;
+        }
+        if ready {
+            break;
+        }
+        if Instant::now() > ready_by {
+            services.fail("model and metric did not start consuming within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let log = services.log_dir.path().join(METRIC_LOG);
+    let mut counter = LineCounter::new(log.clone());
+    let count = items.to_string();
+    let cpu_before: Vec<u64> = services
+        .children
+        .iter()
+        .map(|(_, child)| cpu_ticks(child.id()))
+        .collect();
+    let busy_before = machine_busy_ticks();
+    let start = Instant::now();
+    services.spawn(
+        "features",
+        &["features", "--delay", "0", "--count", &count],
+        url,
+        &prefix,
+    );
+    // The header is one line.
+    while counter.lines() < items + 1 {
+        if start.elapsed() > ITERATION_TIMEOUT {
+            let rows = counter.lines().saturating_sub(1);
+            services.fail(&format!(
+                "only {rows} of {items} rows after {ITERATION_TIMEOUT:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let elapsed = start.elapsed();
+    let busy = machine_busy_ticks() - busy_before;
+    let ticks = |name: &str| {
+        services
+            .children
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map_or(0, |(_, child)| cpu_ticks(child.id()))
+    };
+    let seconds = |ticks: u64| ticks as f64 / TICKS_PER_SECOND;
+    let cpu = [
+        seconds(ticks("features")),
+        seconds(ticks("model").saturating_sub(cpu_before[0])),
+        seconds(ticks("metric").saturating_sub(cpu_before[1])),
+        seconds(busy),
+    ];
+
+    // `features` exits 0 once all its items are confirmed, which is before the last row.
+    let features_done_by = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = services
+            .children
+            .iter_mut()
+            .find(|(name, _)| *name == "features")
+            .and_then(|(_, child)| child.try_wait().ok().flatten());
+        match status {
+            Some(status) if status.success() => break,
+            Some(status) => services.fail(&format!("features exited with {status}")),
+            None if Instant::now() > features_done_by => {
+                services.fail("features did not exit after all rows arrived")
+            }
+            None => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    services.kill_all();
+    delete_queues(connection, &queues.all()).await;
+    let mut latencies_us = latencies(&log);
+    assert_eq!(latencies_us.len() as u64, items, "rows with a latency");
+    latencies_us.sort_unstable();
+    PipelineRun {
+        elapsed,
+        latencies_us,
+        cpu,
+    }
+}
+
+/// Publishes `count` persistent messages to `queue`, confirms awaited in windows.
+async fn publish(connection: Connection, queue: String, count: u64) {
+    let channel = connection.create_channel().await.expect("channel");
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm_select");
+    let body = vec![b'x'; BODY_BYTES];
+    let options = BasicPublishOptions {
+        mandatory: true,
+        ..BasicPublishOptions::default()
+    };
+    let mut in_flight: VecDeque<PublisherConfirm> = VecDeque::with_capacity(WINDOW);
+    for _ in 0..count {
+        if in_flight.len() >= WINDOW
+            && let Some(confirm) = in_flight.pop_front()
+        {
+            let confirmation = confirm.await.expect("confirm");
+            assert!(confirmation.is_ack(), "the broker nacked a message");
+        }
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_content_type("application/json".into());
+        let confirm = channel
+            .basic_publish("".into(), queue.as_str().into(), options, &body, properties)
+            .await
+            .expect("publish");
+        in_flight.push_back(confirm);
+    }
+    for confirm in in_flight {
+        assert!(confirm.await.expect("confirm").is_ack(), "nacked");
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// Consumes `count` messages from `queue`, acking what is buffered in one `multiple` ack.
+async fn consume(connection: Connection, mut consumer: lapin::Consumer, count: u64) {
+    let mut received = 0u64;
+    while received < count {
+        let first = consumer
+            .next()
+            .await
+            .expect("consumer cancelled")
+            .expect("delivery");
+        let mut newest = first;
+        received += 1;
+        while received < count {
+            match futures_util::FutureExt::now_or_never(consumer.next()) {
+                Some(Some(delivery)) => {
+                    newest = delivery.expect("delivery");
+                    received += 1;
+                }
+                Some(None) => panic!("consumer cancelled"),
+                None => break,
+            }
+        }
+        newest
+            .acker
+            .ack(BasicAckOptions { multiple: true })
+            .await
+            .expect("ack");
+    }
+    let _ = connection.close(200, "done".into()).await;
+}
+
+/// One run of the bare broker: `items` messages on each of three queues at once.
+async fn run_ceiling(connection: &Connection, url: &str, items: u64) -> Duration {
+    let queues = QueueNames::with_prefix(&fresh_prefix("ceiling"));
+    let names = [&queues.features, &queues.y_true, &queues.y_pred];
+    let declare = connection.create_channel().await.expect("channel");
+    for name in names {
+        declare
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions::durable(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare");
+    }
+    let _ = declare.close(200, "done".into()).await;
+
+    // Connections and consumers are set up before the clock starts, as nnmon's services are.
+    let mut publishers = Vec::new();
+    let mut consumers = Vec::new();
+    for name in names {
+        publishers.push((connect(url).await, name.clone()));
+        let consumer_connection = connect(url).await;
+        let channel = consumer_connection.create_channel().await.expect("channel");
+        channel
+            .basic_qos(WINDOW as u16, BasicQosOptions::default())
+            .await
+            .expect("qos");
+        let consumer = channel
+            .basic_consume(
+                name.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        consumers.push((consumer_connection, consumer));
+    }
+
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (connection, consumer) in consumers {
+        tasks.push(tokio::spawn(consume(connection, consumer, items)));
+    }
+    for (connection, queue) in publishers {
+        tasks.push(tokio::spawn(publish(connection, queue, items)));
+    }
+    let all = futures_util::future::join_all(tasks);
+    let results = tokio::time::timeout(ITERATION_TIMEOUT, all)
+        .await
+        .expect("the ceiling run timed out");
+    let elapsed = start.elapsed();
+    for result in results {
+        result.expect("a publisher or consumer failed");
+    }
+    delete_queues(connection, &queues.all()).await;
+    elapsed
+}
+
+/// Items per second over the runs criterion measured: its first call is the warm-up.
+fn measured_rate(runs: &[Duration], items: u64) -> (f64, usize) {
+    let measured = if runs.len() > 1 { &runs[1..] } else { runs };
+    let total: Duration = measured.iter().sum();
+    (
+        (items * measured.len() as u64) as f64 / total.as_secs_f64(),
+        measured.len(),
+    )
+}
+
+fn pipeline_vs_ceiling(c: &mut Criterion) {
+    if std::env::var("NNMON_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
+        eprintln!("pipeline bench skipped: NNMON_SKIP_BROKER_TESTS=1");
+        return;
+    }
+    let binary = nnmon_binary();
+    let runtime = Runtime::new().expect("tokio runtime");
+    let url = amqp_url();
+    let items = items();
+    let connection = runtime.block_on(connect(&url));
+    eprintln!(
+        "pipeline: {items} items per iteration, binary {}",
+        binary.display()
+    );
+
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let pipeline_runs = RefCell::new(Vec::<Duration>::new());
+    let all_latencies = RefCell::new(Vec::<Vec<u64>>::new());
+    let mut group = c.benchmark_group("pipeline");
+    group
+        .sample_size(SAMPLES)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Elements(items));
+    group.bench_function("items", |b| {
+        b.to_async(&runtime).iter_custom(|iters| {
+            let (connection, url) = (&connection, &url);
+            let (runs, all_latencies) = (&pipeline_runs, &all_latencies);
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let run = run_pipeline(connection, url, items).await;
+                    let lat = &run.latencies_us;
+                    let [features, model, metric, busy] = run.cpu;
+                    eprintln!(
+                        "pipeline: run {}: {items} items in {:.2?} = {:.0} items/s; latency p50 {:.1} ms, p99 {:.1} ms; \
+                         CPU s: features {features:.2}, model {model:.2}, metric {metric:.2}, \
+                         rest (broker, bench) {:.2}, machine busy {busy:.2} of {:.2}",
+                        runs.borrow().len() + 1,
+                        run.elapsed,
+                        items as f64 / run.elapsed.as_secs_f64(),
+                        percentile(lat, 50.0) as f64 / 1000.0,
+                        percentile(lat, 99.0) as f64 / 1000.0,
+                        busy - features - model - metric,
+                        cores * run.elapsed.as_secs_f64(),
+                    );
+                    all_latencies.borrow_mut().push(run.latencies_us);
+                    runs.borrow_mut().push(run.elapsed);
+                    total += run.elapsed;
+                }
+                total
+            }
+        })
+    });
+    group.finish();
+
+    let ceiling_runs = RefCell::new(Vec::<Duration>::new());
+    let mut group = c.benchmark_group("ceiling");
+    group
+        .sample_size(SAMPLES)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Elements(items));
+    group.bench_function("items", |b| {
+        b.to_async(&runtime).iter_custom(|iters| {
+            let (connection, url, runs) = (&connection, &url, &ceiling_runs);
+            async move {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    let elapsed = run_ceiling(connection, url, items).await;
+                    runs.borrow_mut().push(elapsed);
+                    eprintln!(
+                        "ceiling: run {}: {items} items (x3 queues) in {elapsed:.2?} = {:.0} items/s",
+                        runs.borrow().len(),
+                        items as f64 / elapsed.as_secs_f64()
+                    );
+                    total += elapsed;
+                }
+                total
+            }
+        })
+    });
+    group.finish();
+    runtime.block_on(async {
+        let _ = connection.close(200, "done".into()).await;
+    });
+
+    let pipeline_runs = pipeline_runs.into_inner();
+    let ceiling_runs = ceiling_runs.into_inner();
+    if pipeline_runs.is_empty() || ceiling_runs.is_empty() {
+        return; // filtered out
+    }
+    // The warm-up run's latencies are left out, as its time is.
+    let per_run = all_latencies.into_inner();
+    let measured = if per_run.len() > 1 {
+        &per_run[1..]
+    } else {
+        &per_run[..]
+    };
+    let mut latencies: Vec<u64> = measured.concat();
+    latencies.sort_unstable();
+    let (pipeline, runs) = measured_rate(&pipeline_runs, items);
+    let (ceiling, _) = measured_rate(&ceiling_runs, items);
+    println!(
+        "pipeline latency_us over {} rows of {runs} measured runs: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        latencies.len(),
+        percentile(&latencies, 50.0) as f64 / 1000.0,
+        percentile(&latencies, 99.0) as f64 / 1000.0,
+        latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
+    );
+    println!(
+        "pipeline/ceiling ratio: {:.2} (pipeline {pipeline:.0} items/s, ceiling {ceiling:.0} items/s; \
+         own timing of the same iterations criterion measured, warm-up excluded: total items / total time)",
+        pipeline / ceiling
+    );
+}
+
+/// Criterion without its HTML plots: its plotting backend needs system fonts, which this
+/// machine does not have.
+fn config() -> Criterion {
+    Criterion::default().without_plots()
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = pipeline_vs_ceiling
+}
+
+fn main() {
+    benches();
+    config().configure_from_args().final_summary();
+}
