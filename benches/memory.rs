@@ -10,39 +10,24 @@
 //! `cargo bench --bench memory`. `NNMON_BENCH_ORPHANS` changes the count (default
 //! 1 000 000); under `cargo test --benches` it runs a 20 000-message smoke version.
 
+mod support;
+
 use futures_util::FutureExt;
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::FieldTable;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeleteOptions};
 use lapin::{BasicProperties, Connection, ConnectionProperties, PublisherConfirm};
 use nnmon::services::metric::ORPHANS_LOG;
 use nnmon_proto::QueueNames;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{LineCounter, amqp_url, nnmon_binary, queue_state};
 
-const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const WINDOW: usize = 500;
 const SAMPLE_EVERY: Duration = Duration::from_secs(1);
 /// How long metric may take to drain the queue once everything is published.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(120);
-
-fn nnmon_binary() -> PathBuf {
-    let path = match option_env!("CARGO_BIN_EXE_nnmon") {
-        Some(path) => PathBuf::from(path),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/nnmon"),
-    };
-    assert!(
-        path.is_file(),
-        "{} does not exist: run `cargo build --release --bin nnmon` first",
-        path.display()
-    );
-    path
-}
 
 /// VmRSS and VmHWM of `pid`, in KiB.
 fn memory_kib(pid: u32) -> Option<(u64, u64)> {
@@ -61,52 +46,6 @@ fn memory_kib(pid: u32) -> Option<(u64, u64)> {
 
 fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
-}
-
-/// Counts the lines of a growing file, reading each byte once.
-struct LineCounter {
-    path: PathBuf,
-    file: Option<File>,
-    lines: u64,
-    buffer: Vec<u8>,
-}
-
-impl LineCounter {
-    fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            file: None,
-            lines: 0,
-            buffer: vec![0; 1 << 16],
-        }
-    }
-
-    fn lines(&mut self) -> u64 {
-        if self.file.is_none() {
-            self.file = File::open(&self.path).ok();
-        }
-        if let Some(file) = &mut self.file {
-            while let Ok(read @ 1..) = file.read(&mut self.buffer) {
-                self.lines += self.buffer[..read].iter().filter(|&&b| b == b'\n').count() as u64;
-            }
-        }
-        self.lines
-    }
-}
-
-/// Ready messages in `queue` and its consumers; `None` while it does not exist.
-async fn queue_state(connection: &Connection, queue: &str) -> Option<(u32, u32)> {
-    let channel = connection.create_channel().await.ok()?;
-    let options = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let declared = channel
-        .queue_declare(queue.into(), options, FieldTable::default())
-        .await
-        .ok()?;
-    let _ = channel.close(200, "done".into()).await;
-    Some((declared.message_count(), declared.consumer_count()))
 }
 
 struct Metric {
@@ -353,7 +292,7 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(if benchmarking { 1_000_000 } else { 20_000 });
-    let url = std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
+    let url = amqp_url();
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
     runtime.block_on(run(&url, total));
 }

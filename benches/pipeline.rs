@@ -13,26 +13,27 @@
 //!
 //! `cargo bench --bench pipeline` (the bench builds the `nnmon` binary itself).
 
+mod support;
+
 use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties, PublisherConfirm};
+use lapin::{BasicProperties, Connection, PublisherConfirm};
 use nnmon::services::metric::METRIC_LOG;
 use nnmon_proto::QueueNames;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+use support::{LineCounter, amqp_url, connect, delete_queues, nnmon_binary, queue_state};
 use tokio::runtime::Runtime;
 
-const DEFAULT_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
 const DEFAULT_ITEMS: u64 = 15_000;
 /// Unconfirmed messages in flight per publisher, and prefetch per consumer: nnmon's default.
 const WINDOW: usize = 500;
@@ -40,10 +41,6 @@ const BODY_BYTES: usize = 200;
 const SAMPLES: usize = 10;
 /// How long one iteration may take before the bench gives up.
 const ITERATION_TIMEOUT: Duration = Duration::from_secs(180);
-
-fn amqp_url() -> String {
-    std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned())
-}
 
 fn items() -> u64 {
     std::env::var("NNMON_BENCH_ITEMS")
@@ -53,87 +50,8 @@ fn items() -> u64 {
         .unwrap_or(DEFAULT_ITEMS)
 }
 
-/// The `nnmon` binary: Cargo builds it for benches and says where; without that, the
-/// release build in this workspace.
-fn nnmon_binary() -> PathBuf {
-    let path = match option_env!("CARGO_BIN_EXE_nnmon") {
-        Some(path) => PathBuf::from(path),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/nnmon"),
-    };
-    assert!(
-        path.is_file(),
-        "{} does not exist: run `cargo build --release --bin nnmon` first",
-        path.display()
-    );
-    path
-}
-
 fn fresh_prefix(kind: &str) -> String {
     format!("bench.{kind}.{}.", uuid::Uuid::now_v7().simple())
-}
-
-async fn connect(url: &str) -> Connection {
-    Connection::connect(url, ConnectionProperties::default())
-        .await
-        .unwrap_or_else(|e| panic!("cannot reach the broker at AMQP_URL ({e}); is it running?"))
-}
-
-async fn delete_queues(connection: &Connection, queues: &[&str]) {
-    let channel = connection.create_channel().await.expect("channel");
-    for queue in queues {
-        channel
-            .queue_delete((*queue).into(), QueueDeleteOptions::default())
-            .await
-            .unwrap_or_else(|e| panic!("deleting queue {queue}: {e}"));
-    }
-    let _ = channel.close(200, "done".into()).await;
-}
-
-/// Consumers on `queue`, or `None` while it does not exist yet.
-async fn consumers_on(connection: &Connection, queue: &str) -> Option<u32> {
-    // A passive declare of a missing queue closes its channel: use a throwaway one.
-    let channel = connection.create_channel().await.ok()?;
-    let options = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
-    };
-    let declared = channel
-        .queue_declare(queue.into(), options, FieldTable::default())
-        .await
-        .ok()?;
-    let _ = channel.close(200, "done".into()).await;
-    Some(declared.consumer_count())
-}
-
-/// Counts the lines of a growing file, reading each byte once.
-struct LineCounter {
-    path: PathBuf,
-    file: Option<File>,
-    lines: u64,
-    buffer: Vec<u8>,
-}
-
-impl LineCounter {
-    fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            file: None,
-            lines: 0,
-            buffer: vec![0; 1 << 16],
-        }
-    }
-
-    fn lines(&mut self) -> u64 {
-        if self.file.is_none() {
-            self.file = File::open(&self.path).ok();
-        }
-        if let Some(file) = &mut self.file {
-            while let Ok(read @ 1..) = file.read(&mut self.buffer) {
-                self.lines += self.buffer[..read].iter().filter(|&&b| b == b'\n').count() as u64;
-            }
-        }
-        self.lines
-    }
 }
 
 /// CPU time (user + system) of process `pid` so far, in clock ticks (100 a second on
@@ -270,7 +188,10 @@ async fn run_pipeline(connection: &Connection, url: &str, items: u64) -> Pipelin
     loop {
         let mut ready = true;
         for queue in [&queues.features, &queues.y_true, &queues.y_pred] {
-            ready &= consumers_on(connection, queue).await.unwrap_or(0) > 0;
+            ready &= queue_state(connection, queue)
+                .await
+                .map_or(0, |(_, consumers)| consumers)
+                > 0;
         }
         if ready {
             break;
