@@ -21,9 +21,9 @@ up: broker
 test: broker
     cargo test --workspace
 
-# The end-to-end suite only: real broker, real processes
+# The end-to-end suite only: real broker, real processes (pipeline, faults, broker restart)
 e2e: broker
-    cargo test --test pipeline
+    cargo test --test pipeline --test faults --test broker_restart
 
 # Formatting and clippy, warnings as errors
 lint:
