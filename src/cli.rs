@@ -41,9 +41,10 @@ pub struct BrokerArgs {
     )]
     pub amqp_url: BrokerUrl,
     /// Prepended to every queue name, so several pipelines can share one broker.
-    #[arg(long, env = "NNMON_QUEUE_PREFIX", default_value = "")]
+    #[arg(long, env = "NNMON_QUEUE_PREFIX", default_value = "", value_parser = parse_prefix)]
     pub queue_prefix: String,
-    /// Unacknowledged messages a consumer may hold (also the publish confirm window).
+    /// Unacknowledged messages each consumer may hold (metric has two), and the publish
+    /// confirm window.
     #[arg(long, env = "NNMON_PREFETCH", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 }
@@ -96,8 +97,8 @@ pub struct MetricArgs {
     /// Halves that may wait for their partner at once; the oldest become orphans beyond it.
     #[arg(long, env = "NNMON_JOIN_MAX_PENDING", default_value_t = 100_000)]
     pub join_max_pending: usize,
-    /// How many recently written IDs are remembered to drop redelivered duplicates (16 bytes
-    /// each, rebuilt from the log on start).
+    /// How many recently written IDs are remembered to drop redelivered duplicates (about
+    /// 40 bytes each, rebuilt from the log on start).
     #[arg(long, env = "NNMON_DEDUP_WINDOW", default_value_t = 250_000)]
     pub dedup_window: usize,
 }
@@ -150,12 +151,34 @@ impl clap::builder::TypedValueParser for BrokerUrlParser {
     }
 }
 
+/// Longest queue prefix: AMQP queue names hold 255 bytes, and the longest suffix is
+/// `dead_letter`.
+const MAX_PREFIX_BYTES: usize = 200;
+
+/// Longest duration accepted: a year is more than any delay, interval or TTL needs.
+const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+fn parse_prefix(text: &str) -> Result<String, String> {
+    if text.len() > MAX_PREFIX_BYTES {
+        return Err(format!(
+            "at most {MAX_PREFIX_BYTES} bytes (queue names hold 255)"
+        ));
+    }
+    if text.chars().any(char::is_control) {
+        return Err("control characters cannot be part of a queue name".into());
+    }
+    Ok(text.to_owned())
+}
+
 /// Parses a non-negative, finite number of seconds such as `10`, `0.5` or `0`.
 fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 = text
         .trim()
         .parse()
         .map_err(|_| format!("`{text}` is not a number of seconds"))?;
+    if seconds > MAX_SECONDS {
+        return Err(format!("`{text}` is more than a year"));
+    }
     Duration::try_from_secs_f64(seconds)
         .map_err(|_| format!("`{text}` must be a finite number of seconds, 0 or more"))
 }
@@ -177,6 +200,7 @@ mod tests {
         assert!(parse_seconds("-1").is_err());
         assert!(parse_seconds("inf").is_err());
         assert!(parse_seconds("soon").is_err());
+        assert!(parse_seconds("1e19").is_err());
     }
 
     #[test]
@@ -186,6 +210,7 @@ mod tests {
             &["nnmon", "features", "--count", "many"],
             &["nnmon", "model", "--amqp-url", "http://x"],
             &["nnmon", "metric", "--prefetch", "0"],
+            &["nnmon", "model", "--queue-prefix", &"p".repeat(201)],
             &["nnmon", "unknown"],
         ] {
             let error = Cli::try_parse_from(args).expect_err("must be refused");

@@ -7,15 +7,21 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     // Bad flags exit here with code 2 and clap's explanation.
     let cli = Cli::parse();
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The AMQP client traces whole frames, credentials included, below debug.
+    for quiet in ["lapin=debug", "amq_protocol=debug"] {
+        if let Ok(directive) = quiet.parse() {
+            filter = filter.add_directive(directive);
+        }
+    }
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
+        .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr)
         .init();
-    // One thread: each service is a single event loop, and on a small machine shared with
-    // the broker, cross-thread wake-ups cost more than they bring.
+    // One runtime thread: each service is a single event loop (lapin runs its socket I/O on
+    // a thread of its own), and on a small machine shared with the broker more runtime
+    // threads cost more than they bring.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

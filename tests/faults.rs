@@ -112,6 +112,14 @@ fn poison(queue_takes_features: bool) -> Vec<(Vec<u8>, &'static str)> {
             },
         ),
         (vec![b' '; 100 * 1024], "too_large"),
+        (
+            format!(r#"{{"id": "{}", "body": {body}}}"#, "i".repeat(300)).into_bytes(),
+            "id_too_long",
+        ),
+        (
+            format!(r#"{{"id": "a\nb", "body": {body}}}"#).into_bytes(),
+            "bad_id",
+        ),
     ]
 }
 
@@ -186,7 +194,7 @@ async fn a_poison_flood_is_dead_lettered_and_changes_nothing_else() {
     assert!(reasons.contains(&reason.as_str()), "{reason}");
     // Logged once per reason and service, not once per message.
     let warnings = pipeline.logs().matches("dead-lettering").count();
-    assert!(warnings <= 12, "{warnings} poison warnings logged");
+    assert!(warnings <= 16, "{warnings} poison warnings logged");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

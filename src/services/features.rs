@@ -117,7 +117,10 @@ pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
                     .into_iter()
                     .map(|sent| sent.item)
                     .collect();
+                // An item can be unconfirmed twice over (both messages) and may already be
+                // waiting in `resend` (its first message published, the second failed).
                 lost.dedup_by_key(|item| item.id);
+                lost.retain(|item| !progress.resend.iter().any(|waiting| waiting.id == item.id));
                 progress.resend.extend(lost);
                 return Err(error);
             }
@@ -206,8 +209,12 @@ async fn stream(
                 row: progress.rng.random_range(0..diabetes().len()),
                 published_us: now_us(),
             };
-            publish_item(publisher, queues, item).await?;
+            // Counted and queued for (re)sending first: if publishing fails half-way, the
+            // item is sent again on the next connection, never replaced by a new one.
             progress.started += 1;
+            progress.resend.push(item);
+            publish_item(publisher, queues, item).await?;
+            progress.resend.pop();
             next_due = Instant::now() + args.delay;
             continue;
         }

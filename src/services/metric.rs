@@ -14,7 +14,7 @@ use crate::services::{PoisonCounter, dead_letter, declare_topology, now_ms};
 use crate::supervisor::supervise;
 use anyhow::Result;
 use ledger::Ledger;
-use nnmon_broker::{BasicAckOptions, Broker};
+use nnmon_broker::{Broker, Incoming};
 use nnmon_join::{Half, JoinLimits, Side};
 use nnmon_proto::{QueueNames, ValueMessage};
 use std::time::Duration;
@@ -53,18 +53,22 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
                     return Ok(());
                 }
                 _ = tick.tick() => {
-                    ledger.evict(now_ms());
+                    ledger.evict(now_ms())?;
                     ledger.flush()?;
                     ticks += 1;
                     if ticks % REPORT_EVERY_TICKS == 0 {
                         info!(counts = ?ledger.counts(), poison = poison.total(), "metric progress");
                     }
                 }
-                batch = inbox.next_batch(usize::from(prefetch)) => {
+                batch = inbox.next_batch() => {
                     let batch = batch?;
                     let now = now_ms();
-                    for delivery in &batch {
-                        let side = if delivery.routing_key.as_str() == queues.y_true { Side::Truth } else { Side::Prediction };
+                    for Incoming { queue, delivery } in &batch {
+                        // The consumer, not the routing key, says which queue it came from.
+                        let (side, queue_name) = match queue {
+                            0 => (Side::Truth, &queues.y_true),
+                            _ => (Side::Prediction, &queues.y_pred),
+                        };
                         match ValueMessage::decode(&delivery.data) {
                             Ok(message) => ledger.accept(Half {
                                 side,
@@ -73,17 +77,15 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
                                 published_us: message.published_us,
                             }, now)?,
                             Err(error) => {
-                                poison.record(delivery.routing_key.as_str(), &error);
+                                poison.record(queue_name, &error);
                                 dead_letter(&mut dead_letters, &queues, delivery, &error, ()).await?;
                             }
                         }
                     }
-                    ledger.evict(now);
+                    ledger.evict(now)?;
                     ledger.flush()?;
                     dead_letters.drain().await?;
-                    if let Some(newest) = batch.last() {
-                        newest.acker.ack(BasicAckOptions { multiple: true }).await?;
-                    }
+                    inbox.ack(&batch).await?;
                 }
             }
         }

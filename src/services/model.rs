@@ -10,7 +10,9 @@ use crate::cli::ModelArgs;
 use crate::services::{PoisonCounter, dead_letter, declare_topology};
 use crate::supervisor::supervise;
 use anyhow::{Context, Result};
-use nnmon_broker::{Acker, BasicAckOptions, Broker, Delivery, Publisher, message_properties};
+use nnmon_broker::{
+    Acker, BasicAckOptions, Broker, Delivery, Incoming, Publisher, message_properties,
+};
 use nnmon_model::LinearModel;
 use nnmon_proto::{DecodeError, FeaturesMessage, QueueNames, ValueMessage};
 use tokio_util::sync::CancellationToken;
@@ -44,8 +46,8 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
                         }
                         newest.ack(BasicAckOptions { multiple: true }).await?;
                     }
-                    batch = inbox.next_batch(usize::from(prefetch)), if !publisher.is_full() => {
-                        for delivery in batch? {
+                    batch = inbox.next_batch(), if !publisher.is_full() => {
+                        for Incoming { delivery, .. } in batch? {
                             predict(&model, &queues, &mut publisher, &mut poison, delivery).await?;
                         }
                     }

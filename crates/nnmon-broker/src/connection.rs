@@ -1,12 +1,13 @@
 use crate::{BrokerUrl, Publisher};
 use futures_util::FutureExt;
-use futures_util::stream::{SelectAll, StreamExt};
+use futures_util::stream::{BoxStream, SelectAll, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
-    BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties, Consumer};
+use lapin::{Channel, Connection, ConnectionProperties};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -23,6 +24,14 @@ pub enum BrokerError {
     Returned,
     #[error("the consumer was cancelled by the broker (queue deleted?)")]
     ConsumerCancelled,
+}
+
+/// Whether `error` is the broker's 406 PRECONDITION_FAILED: the queue exists with other
+/// properties. (Other soft errors, such as ACCESS_REFUSED, are real failures.)
+fn is_precondition_failed(error: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e)
+        if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
 }
 
 /// How long to wait between connection attempts: doubling from `initial` up to `max`.
@@ -114,7 +123,7 @@ impl Broker {
             .await
         {
             Ok(_) => Ok(QueueState::Durable),
-            Err(error) if error.is_amqp_soft_error() => {
+            Err(error) if is_precondition_failed(&error) => {
                 // PRECONDITION_FAILED closed that channel; ask on a fresh one whether the
                 // queue exists at all, without asserting its properties.
                 let channel = self.connection.create_channel().await?;
@@ -156,7 +165,7 @@ impl Broker {
             .basic_qos(prefetch, BasicQosOptions::default())
             .await?;
         let mut consumers = SelectAll::new();
-        for queue in queues {
+        for (queue_index, queue) in queues.iter().enumerate() {
             let consumer = channel
                 .basic_consume(
                     (*queue).into(),
@@ -165,7 +174,11 @@ impl Broker {
                     FieldTable::default(),
                 )
                 .await?;
-            consumers.push(consumer);
+            consumers.push(
+                consumer
+                    .map(move |delivery| (queue_index, delivery))
+                    .boxed(),
+            );
         }
         Ok(Inbox { channel, consumers })
     }
@@ -182,31 +195,57 @@ impl Broker {
     }
 }
 
+/// One delivery and the index, in [`Broker::inbox`]'s list, of the queue it came from.
+pub struct Incoming {
+    pub queue: usize,
+    pub delivery: Delivery,
+}
+
 /// Deliveries from one or more queues sharing a channel (so one ack with `multiple`
 /// settles deliveries from all of them).
 pub struct Inbox {
     channel: Channel,
-    consumers: SelectAll<Consumer>,
+    consumers: SelectAll<BoxStream<'static, (usize, lapin::Result<Delivery>)>>,
 }
 
 impl Inbox {
-    /// Waits for at least one delivery, then takes whatever else is already buffered, up
-    /// to `max` in all. Errors when the channel or connection fails.
-    pub async fn next_batch(&mut self, max: usize) -> Result<Vec<Delivery>, BrokerError> {
-        let first = self
+    /// Waits for at least one delivery, then takes every delivery already buffered, from
+    /// every queue. Deliveries on a channel complete in delivery-tag order, so afterwards
+    /// no delivery with a lower tag than the batch's highest is left unread: acking that
+    /// one with `multiple` (see [`ack`](Self::ack)) settles exactly this batch and earlier
+    /// ones. Errors when the channel or connection fails.
+    pub async fn next_batch(&mut self) -> Result<Vec<Incoming>, BrokerError> {
+        let (queue, first) = self
             .consumers
             .next()
             .await
-            .ok_or(BrokerError::ConsumerCancelled)??;
-        let mut batch = vec![first];
-        while batch.len() < max {
+            .ok_or(BrokerError::ConsumerCancelled)?;
+        let mut batch = vec![Incoming {
+            queue,
+            delivery: first?,
+        }];
+        loop {
             match self.consumers.next().now_or_never() {
-                Some(Some(delivery)) => batch.push(delivery?),
+                Some(Some((queue, delivery))) => batch.push(Incoming {
+                    queue,
+                    delivery: delivery?,
+                }),
                 Some(None) => return Err(BrokerError::ConsumerCancelled),
-                None => break,
+                None => return Ok(batch),
             }
         }
-        Ok(batch)
+    }
+
+    /// Acks every delivery of `batch`, and all earlier ones, in one frame.
+    pub async fn ack(&self, batch: &[Incoming]) -> Result<(), BrokerError> {
+        if let Some(newest) = batch
+            .iter()
+            .map(|incoming| &incoming.delivery)
+            .max_by_key(|d| d.delivery_tag)
+        {
+            newest.acker.ack(BasicAckOptions { multiple: true }).await?;
+        }
+        Ok(())
     }
 
     /// Stops consuming; deliveries not yet acked go back to their queues.

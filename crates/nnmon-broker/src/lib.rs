@@ -20,7 +20,7 @@ mod connection;
 mod publisher;
 mod url;
 
-pub use connection::{Broker, BrokerError, Inbox, QueueState, RetryPolicy};
+pub use connection::{Broker, BrokerError, Inbox, Incoming, QueueState, RetryPolicy};
 pub use lapin::message::Delivery;
 pub use lapin::options::BasicAckOptions;
 pub use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};

@@ -73,22 +73,27 @@ impl<T> Publisher<T> {
         let Some((confirm, _)) = self.in_flight.front_mut() else {
             return std::future::pending().await;
         };
-        let confirmation = confirm.await?;
-        let (_, token) = self.in_flight.pop_front().ok_or(BrokerError::Nacked)?;
-        match confirmation {
-            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(token),
+        // On any failure the token stays in flight, so `into_unconfirmed` hands it back.
+        match confirm.await? {
+            Confirmation::Ack(None) | Confirmation::NotRequested => {
+                let (_, token) = self.in_flight.pop_front().ok_or(BrokerError::Nacked)?;
+                Ok(token)
+            }
             Confirmation::Ack(Some(_)) => Err(BrokerError::Returned),
             Confirmation::Nack(_) => Err(BrokerError::Nacked),
         }
     }
 
     /// Tokens of messages already confirmed, without waiting.
+    /// Tokens confirmed before a failure are returned first; the failure surfaces on the
+    /// next call.
     pub fn ready(&mut self) -> Result<Vec<T>, BrokerError> {
         let mut tokens = Vec::new();
         while !self.in_flight.is_empty() {
             match self.confirmed().now_or_never() {
-                Some(result) => tokens.push(result?),
-                None => break,
+                Some(Ok(token)) => tokens.push(token),
+                Some(Err(error)) if tokens.is_empty() => return Err(error),
+                Some(Err(_)) | None => break,
             }
         }
         Ok(tokens)

@@ -20,21 +20,21 @@ pub struct InvalidUrl {
     reason: String,
 }
 
-/// The URL with its password replaced by `***` (or the URL's scheme alone if unparsable).
+/// The URL with its password replaced by `***`.
+///
+/// Works on the text, not a parsed URL: a password with an unencoded `/`, `#` or `?`
+/// makes URL parsers see a port or a path instead, and would print it in full.
 fn redact(raw: &str) -> String {
-    match ::url::Url::parse(raw) {
-        Ok(mut url) => {
-            if url.password().is_some() {
-                // Only fails for URLs that cannot have credentials, which this one has.
-                let _ = url.set_password(Some("***"));
-            }
-            url.to_string()
-        }
-        Err(_) => raw
-            .split_once("://")
-            .map_or("<unparsable>".into(), |(scheme, _)| {
-                format!("{scheme}://<unparsable>")
-            }),
+    let Some((scheme, rest)) = raw.split_once("://") else {
+        return "<not a URL>".into();
+    };
+    let Some(at) = rest.rfind('@') else {
+        return raw.to_owned();
+    };
+    let (user_info, host_and_path) = rest.split_at(at);
+    match user_info.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***{host_and_path}"),
+        None => raw.to_owned(),
     }
 }
 
@@ -84,6 +84,25 @@ mod tests {
         let url: BrokerUrl = "amqp://user:s3cret@broker:5672/%2f".parse().expect("valid");
         assert_eq!(url.to_string(), "amqp://user:***@broker:5672/%2f");
         assert!(!format!("{url:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn unencoded_delimiters_in_the_password_do_not_leak_it() {
+        for raw in [
+            "amqp://user:12/ss@host/",
+            "amqp://user:12#ss@host/",
+            "amqp://user:a@b@host/",
+        ] {
+            let shown = redact(raw);
+            assert!(
+                shown.starts_with("amqp://user:***@"),
+                "{raw} shown as {shown}"
+            );
+            assert!(
+                !shown.contains("ss") && !shown.contains("a@b"),
+                "{raw} shown as {shown}"
+            );
+        }
     }
 
     #[test]

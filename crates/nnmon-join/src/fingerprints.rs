@@ -1,11 +1,10 @@
-use nnmon_proto::MessageId;
 use std::collections::{HashSet, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher, Hash};
 
-/// A bounded set of IDs, forgetting the oldest first.
+/// A bounded set of IDs (or other keys), forgetting the oldest first.
 ///
-/// IDs are stored as 128-bit fingerprints (16 bytes instead of a heap string), so millions
-/// fit in tens of megabytes; two independent 64-bit hashes make a false "seen" — which would
+/// Keys are stored as 128-bit fingerprints (about 40 bytes each with the set's and the
+/// queue's overhead, instead of a heap string), so millions fit in tens of megabytes; two independent 64-bit hashes make a false "seen" — which would
 /// drop a real row — as unlikely as a UUID collision.
 #[derive(Debug)]
 pub struct Fingerprints {
@@ -14,10 +13,10 @@ pub struct Fingerprints {
     order: VecDeque<u128>,
 }
 
-fn fingerprint(id: &MessageId) -> u128 {
+fn fingerprint<K: Hash + ?Sized>(key: &K) -> u128 {
     let hasher = BuildHasherDefault::<DefaultHasher>::default();
-    let low = hasher.hash_one((0u8, id));
-    let high = hasher.hash_one((1u8, id));
+    let low = hasher.hash_one((0u8, key));
+    let high = hasher.hash_one((1u8, key));
     (u128::from(high) << 64) | u128::from(low)
 }
 
@@ -31,9 +30,9 @@ impl Fingerprints {
         }
     }
 
-    /// Remembers `id`, forgetting the oldest ID when full.
-    pub fn insert(&mut self, id: &MessageId) {
-        let print = fingerprint(id);
+    /// Remembers `key`, forgetting the oldest one when full.
+    pub fn insert<K: Hash + ?Sized>(&mut self, key: &K) {
+        let print = fingerprint(key);
         if !self.set.insert(print) {
             return;
         }
@@ -45,8 +44,8 @@ impl Fingerprints {
         }
     }
 
-    pub fn contains(&self, id: &MessageId) -> bool {
-        self.set.contains(&fingerprint(id))
+    pub fn contains<K: Hash + ?Sized>(&self, key: &K) -> bool {
+        self.set.contains(&fingerprint(key))
     }
 
     pub fn len(&self) -> usize {

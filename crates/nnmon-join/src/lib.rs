@@ -30,6 +30,14 @@ pub enum Side {
 }
 
 impl Side {
+    /// The side a half's partner comes from.
+    pub fn other(self) -> Side {
+        match self {
+            Side::Truth => Side::Prediction,
+            Side::Prediction => Side::Truth,
+        }
+    }
+
     /// The queue's name without prefix, as written in `orphans.csv`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -167,14 +175,10 @@ impl Join {
         self.written.insert(id);
     }
 
-    /// Records an ID as already evicted (rebuilding state from `orphans.csv` on start).
-    pub fn remember_evicted(&mut self, id: &MessageId) {
-        self.evicted.insert(id);
-    }
-
-    /// Whether `id` was already written or evicted: nothing more can come of it.
-    pub fn is_settled(&self, id: &MessageId) -> bool {
-        self.written.contains(id) || self.evicted.contains(id)
+    /// Records that the `side` half of `id` was evicted (rebuilding state from
+    /// `orphans.csv` on start).
+    pub fn remember_evicted(&mut self, id: &MessageId, side: Side) {
+        self.evicted.insert(&(id.as_str(), side));
     }
 
     /// Offers one half that arrived at `now_ms`.
@@ -182,7 +186,14 @@ impl Join {
         if self.written.contains(&half.id) {
             return Offer::Duplicate;
         }
-        if self.evicted.contains(&half.id) {
+        if self.evicted.contains(&(half.id.as_str(), half.side)) {
+            // Another copy of a half already logged as an orphan.
+            return Offer::Duplicate;
+        }
+        if self
+            .evicted
+            .contains(&(half.id.as_str(), half.side.other()))
+        {
             // Both sides are now accounted for: further copies are plain duplicates.
             self.written.insert(&half.id);
             return Offer::Late(Orphan {
@@ -248,7 +259,7 @@ impl Join {
             let id = id.clone();
             self.arrival_order.remove(&seq);
             if let Some(waiting) = self.pending.remove(&id) {
-                self.evicted.insert(&id);
+                self.evicted.insert(&(id.as_str(), waiting.half.side));
                 orphans.push(Orphan {
                     half: waiting.half,
                     arrived_ms: waiting.arrived_ms,

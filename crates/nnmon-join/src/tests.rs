@@ -91,6 +91,9 @@ fn expired_halves_become_orphans_and_their_late_partners_too() {
         (orphans[0].half.id.clone(), orphans[0].cause),
         (id(1), EvictionCause::Expired)
     );
+    // Another copy of the evicted truth is a duplicate, not a late partner...
+    assert_eq!(join.offer(half(Side::Truth, 1, 1.0), 110), Offer::Duplicate);
+    // ...and the real partner still is one.
     let Offer::Late(late) = join.offer(half(Side::Prediction, 1, 3.0), 120) else {
         panic!("a late partner is an orphan");
     };

@@ -18,7 +18,8 @@ mod queues;
 
 pub use id::MessageId;
 pub use message::{
-    DecodeError, EncodeError, FEATURE_COUNT, FeaturesMessage, MAX_MESSAGE_BYTES, ValueMessage,
+    DecodeError, EncodeError, FEATURE_COUNT, FeaturesMessage, MAX_ID_BYTES, MAX_MESSAGE_BYTES,
+    ValueMessage,
 };
 pub use queues::QueueNames;
 

@@ -4,6 +4,9 @@ use serde::{Deserialize, Serialize};
 /// Number of features in one diabetes sample.
 pub const FEATURE_COUNT: usize = 10;
 
+/// Longest ID accepted, in bytes: an AMQP `message_id` (a short string) holds 255.
+pub const MAX_ID_BYTES: usize = 255;
+
 /// Largest message body accepted. A real message is under 400 bytes; anything near this size
 /// is garbage or an attack, and is dead-lettered before parsing.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
@@ -41,6 +44,10 @@ pub enum DecodeError {
     NotAnObject,
     #[error("the message ID is empty")]
     EmptyId,
+    #[error("the message ID is {0} bytes long; at most {MAX_ID_BYTES} fit an AMQP message_id")]
+    IdTooLong(usize),
+    #[error("the message ID contains a control character")]
+    ControlInId,
     #[error("expected {FEATURE_COUNT} features, got {0}")]
     FeatureCount(usize),
     #[error("non-finite number in the body")]
@@ -55,6 +62,8 @@ impl DecodeError {
             DecodeError::NotJson(_) => "not_json",
             DecodeError::WrongShape(_) | DecodeError::NotAnObject => "wrong_shape",
             DecodeError::EmptyId => "empty_id",
+            DecodeError::IdTooLong(_) => "id_too_long",
+            DecodeError::ControlInId => "bad_id",
             DecodeError::FeatureCount(_) => "feature_count",
             DecodeError::NonFinite => "non_finite",
         }
@@ -105,8 +114,16 @@ fn parse<'a, B: Deserialize<'a>>(bytes: &'a [u8]) -> Result<Envelope<B>, DecodeE
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(DecodeError::NotAnObject);
     }
-    if envelope.id.as_str().trim().is_empty() {
+    let id = envelope.id.as_str();
+    if id.trim().is_empty() {
         return Err(DecodeError::EmptyId);
+    }
+    if id.len() > MAX_ID_BYTES {
+        return Err(DecodeError::IdTooLong(id.len()));
+    }
+    // A line break would split the ID's CSV line; no real ID has control characters.
+    if id.chars().any(char::is_control) {
+        return Err(DecodeError::ControlInId);
     }
     Ok(envelope)
 }
@@ -251,6 +268,8 @@ mod tests {
             (br#"[1, 2]"#, "wrong_shape"),
             (br#"{"id": "", "body": 1.0}"#, "empty_id"),
             (br#"{"id": "   ", "body": 1.0}"#, "empty_id"),
+            (br#"{"id": "a\nb", "body": 1.0}"#, "bad_id"),
+            (br#"{"id": "a\u0000", "body": 1.0}"#, "bad_id"),
         ];
         for (body, reason) in cases {
             assert_eq!(
@@ -260,6 +279,20 @@ mod tests {
                 String::from_utf8_lossy(body)
             );
         }
+    }
+
+    #[test]
+    fn rejects_ids_too_long_for_amqp() {
+        let long = format!(
+            r#"{{"id": "{}", "body": 1.0}}"#,
+            "a".repeat(MAX_ID_BYTES + 1)
+        );
+        assert_eq!(
+            reason_of(ValueMessage::decode(long.as_bytes())),
+            "id_too_long"
+        );
+        let fits = format!(r#"{{"id": "{}", "body": 1.0}}"#, "a".repeat(MAX_ID_BYTES));
+        assert!(ValueMessage::decode(fits.as_bytes()).is_ok());
     }
 
     #[test]
@@ -298,7 +331,7 @@ mod tests {
 
     fn any_id() -> impl Strategy<Value = MessageId> {
         prop_oneof![
-            "[ -~]*[!-~][ -~]*".prop_map(|s| MessageId::Text(s.into())),
+            "[ -~]{0,100}[!-~][ -~]{0,100}".prop_map(|s| MessageId::Text(s.into())),
             any::<u64>().prop_map(|n| MessageId::Number(n.to_string().into())),
             (-1e300f64..1e300).prop_map(|x| {
                 MessageId::Number(

@@ -12,8 +12,8 @@ pub struct Histogram {
 impl Histogram {
     /// Bins finite `values` into `bins` equal bins spanning their minimum to maximum.
     ///
-    /// All-equal values get bins of width 1 centred on the value, so the chart still has
-    /// an x-axis; with no values every count is zero over [0, 1).
+    /// All-equal values get bins spanning 1 in all, centred on the value, so the chart
+    /// still has an x-axis; with no values every count is zero over [0, 1).
     pub fn of(values: &[f64], bins: usize) -> Self {
         let (min, max) = values
             .iter()

@@ -14,6 +14,7 @@ use anyhow::{Context, Result};
 use nnmon_csvlog::{CsvAppender, fields};
 use nnmon_join::{EvictionCause, Half, Join, JoinLimits, Offer, Orphan, Side};
 use nnmon_proto::MessageId;
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::Path;
 use tracing::{info, warn};
@@ -75,49 +76,66 @@ fn first_field(line: &str) -> MessageId {
 impl Ledger {
     /// Opens the files in `log_dir` and rebuilds the join from them.
     pub fn open(log_dir: &Path, limits: JoinLimits, now_ms: u64) -> Result<Self> {
+        // The journal first: its halves wait unless the full logs below say they were
+        // settled (an exact check, unlike the join's bounded memory of IDs).
+        let mut waiting: HashMap<MessageId, (Half, u64)> = HashMap::new();
+        let mut journal_lines = 0;
+        let (journal, _) =
+            CsvAppender::open(&log_dir.join(PENDING_JOURNAL), PENDING_HEADER, |line| {
+                journal_lines += 1;
+                match parse_pending(line) {
+                    Some((half, arrived_ms)) => {
+                        waiting.insert(half.id.clone(), (half, arrived_ms));
+                    }
+                    None => warn!(line, "skipping an unreadable pending-journal line"),
+                }
+            })?;
         let mut join = Join::new(limits);
         let (rows, report) = CsvAppender::open(&log_dir.join(METRIC_LOG), METRIC_HEADER, |line| {
-            join.remember_written(&first_field(line));
+            let id = first_field(line);
+            waiting.remove(&id);
+            join.remember_written(&id);
         })?;
         if report.repaired_bytes > 0 {
             warn!(file = %rows.path().display(), bytes = report.repaired_bytes, "cut off a torn last line left by a crash");
         }
         let (orphans, _) = CsvAppender::open(&log_dir.join(ORPHANS_LOG), ORPHANS_HEADER, |line| {
+            let fields = fields::split(line);
+            let id = MessageId::Text(
+                fields
+                    .first()
+                    .map(|f| f.as_ref())
+                    .unwrap_or_default()
+                    .into(),
+            );
+            waiting.remove(&id);
             // A late partner settles its ID for good; an evicted half still awaits one.
-            if line.ends_with(EvictionCause::LatePartner.as_str()) {
-                join.remember_written(&first_field(line));
-            } else {
-                join.remember_evicted(&first_field(line));
+            match (fields.get(1).and_then(|s| parse_side(s)), fields.last()) {
+                (_, Some(cause)) if cause == EvictionCause::LatePartner.as_str() => {
+                    join.remember_written(&id)
+                }
+                (Some(side), _) => join.remember_evicted(&id, side),
+                (None, _) => warn!(line, "skipping an unreadable orphans line"),
             }
         })?;
-        let mut waiting = Vec::new();
-        let (journal, _) =
-            CsvAppender::open(&log_dir.join(PENDING_JOURNAL), PENDING_HEADER, |line| {
-                match parse_pending(line) {
-                    Some(entry) => waiting.push(entry),
-                    None => warn!(line, "skipping an unreadable pending-journal line"),
-                }
-            })?;
         let mut ledger = Self {
             join,
             rows,
             orphans,
             journal,
-            journal_lines: waiting.len(),
+            journal_lines,
             counts: Counts {
                 rows: report.rows as u64,
                 ..Counts::default()
             },
             line: String::new(),
         };
-        let journal_lines = waiting.len();
-        // Journal lines of halves matched or evicted before the last compaction are history.
-        for (half, arrived_ms) in waiting {
-            if !ledger.join.is_settled(&half.id) {
-                ledger.offer(half, arrived_ms, false)?;
-            }
+        let mut restored: Vec<(Half, u64)> = waiting.into_values().collect();
+        restored.sort_by_key(|(_, arrived_ms)| *arrived_ms);
+        for (half, arrived_ms) in restored {
+            ledger.offer(half, arrived_ms, false)?;
         }
-        ledger.evict(now_ms);
+        ledger.evict(now_ms)?;
         ledger.compact().context("compacting the pending journal")?;
         ledger.flush()?;
         info!(
@@ -197,12 +215,11 @@ impl Ledger {
     }
 
     /// Moves halves that waited too long (or exceed the cap) to `orphans.csv`.
-    pub fn evict(&mut self, now_ms: u64) {
+    pub fn evict(&mut self, now_ms: u64) -> Result<()> {
         for orphan in self.join.evict(now_ms) {
-            if let Err(error) = self.write_orphan(&orphan, now_ms) {
-                warn!(%error, "cannot buffer an orphan row");
-            }
+            self.write_orphan(&orphan, now_ms)?;
         }
+        Ok(())
     }
 
     /// Makes everything accepted so far durable (against a crash of the process), and
@@ -312,6 +329,32 @@ mod tests {
     }
 
     #[test]
+    fn a_restart_restores_only_the_halves_still_waiting_whatever_the_dedup_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let tiny = JoinLimits {
+            ttl_ms: 60_000,
+            max_pending: 1_000,
+            remembered: 1,
+        };
+        let mut ledger = Ledger::open(dir.path(), tiny, 0).expect("open");
+        for n in 0..5 {
+            ledger
+                .accept(half(Side::Truth, &n.to_string(), 1.0), 0)
+                .expect("accept");
+        }
+        for n in 0..4 {
+            ledger
+                .accept(half(Side::Prediction, &n.to_string(), 2.0), 0)
+                .expect("accept");
+        }
+        ledger.flush().expect("flush");
+        drop(ledger);
+        let ledger = Ledger::open(dir.path(), tiny, 1).expect("reopen");
+        assert_eq!(ledger.counts().pending, 1, "only item 4 still waits");
+        assert_eq!(rows(dir.path()).len(), 4);
+    }
+
+    #[test]
     fn floats_round_trip_through_the_log() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut ledger = Ledger::open(dir.path(), limits(60_000), 0).expect("open");
@@ -338,7 +381,7 @@ mod tests {
         ledger
             .accept(half(Side::Truth, "lonely", 1.0), 0)
             .expect("accept");
-        ledger.evict(150);
+        ledger.evict(150).expect("evict");
         ledger
             .accept(half(Side::Prediction, "lonely", 2.0), 160)
             .expect("accept");
