@@ -2,6 +2,7 @@ use crate::fields;
 use std::borrow::Cow;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 /// How much of the file is read at once.
@@ -10,8 +11,8 @@ const CHUNK_BYTES: u64 = 4 << 20;
 /// What changed since the previous [`LogTail::read_new`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TailEvent {
-    /// The file shrank (replaced or truncated): everything read before is void, and the
-    /// rows handed out in this call are the file's from its start.
+    /// The file shrank or was replaced: everything read before is void, and the rows
+    /// handed out in this call are the file's from its start.
     pub reset: bool,
     /// New complete rows handed out in this call.
     pub rows: usize,
@@ -24,6 +25,8 @@ pub struct LogTail {
     column_name: String,
     /// Index of `column_name`, known once the header has been read.
     column: Option<usize>,
+    /// The file's inode when last read: a new one means the file was replaced.
+    inode: Option<u64>,
     /// Bytes of the file already consumed (always at a line boundary).
     offset: u64,
     buffer: Vec<u8>,
@@ -37,6 +40,7 @@ impl LogTail {
             path: path.to_owned(),
             column_name: column_name.to_owned(),
             column: None,
+            inode: None,
             offset: 0,
             buffer: Vec::new(),
             chunk_bytes: CHUNK_BYTES,
@@ -53,8 +57,12 @@ impl LogTail {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(event),
             Err(e) => return Err(e),
         };
-        let len = file.metadata()?.len();
-        if len < self.offset {
+        let metadata = file.metadata()?;
+        let len = metadata.len();
+        let inode = Some(metadata.ino());
+        let replaced = self.inode.is_some() && self.inode != inode;
+        self.inode = inode;
+        if len < self.offset || replaced {
             event.reset = true;
             self.offset = 0;
             self.column = None;
@@ -190,6 +198,13 @@ mod tests {
         let (event, values) = collect(&mut tail);
         assert!(event.reset);
         assert_eq!(values, vec!["9"]);
+        // Replaced by a longer file: noticed by its new inode, not its size.
+        let replacement = dir.path().join("new.csv");
+        std::fs::write(&replacement, "absolute_error\n1\n2\n3\n4\n").expect("write");
+        std::fs::rename(&replacement, &path).expect("rename");
+        let (event, values) = collect(&mut tail);
+        assert!(event.reset);
+        assert_eq!(values, vec!["1", "2", "3", "4"]);
     }
 
     #[test]
