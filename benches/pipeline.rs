@@ -15,7 +15,8 @@
 
 mod support;
 
-use criterion::{Criterion, SamplingMode, Throughput, criterion_group};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -52,6 +53,19 @@ fn items() -> u64 {
 
 fn fresh_prefix(kind: &str) -> String {
     format!("bench.{kind}.{}.", uuid::Uuid::now_v7().simple())
+}
+
+/// A group for runs of whole seconds: `SAMPLES` runs of `items` items each, no warm-up to
+/// speak of.
+fn long_group<'a>(c: &'a mut Criterion, name: &str, items: u64) -> BenchmarkGroup<'a, WallTime> {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(SAMPLES)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1))
+        .measurement_time(Duration::from_secs(5))
+        .throughput(Throughput::Elements(items));
+    group
 }
 
 /// CPU time (user + system) of process `pid` so far, in clock ticks (100 a second on
@@ -427,13 +441,7 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let pipeline_runs = RefCell::new(Vec::<Duration>::new());
     let all_latencies = RefCell::new(Vec::<Vec<u64>>::new());
-    let mut group = c.benchmark_group("pipeline");
-    group
-        .sample_size(SAMPLES)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(1))
-        .measurement_time(Duration::from_secs(5))
-        .throughput(Throughput::Elements(items));
+    let mut group = long_group(c, "pipeline", items);
     group.bench_function("items", |b| {
         b.to_async(&runtime).iter_custom(|iters| {
             let (connection, url) = (&connection, &url);
@@ -467,13 +475,7 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
     group.finish();
 
     let ceiling_runs = RefCell::new(Vec::<Duration>::new());
-    let mut group = c.benchmark_group("ceiling");
-    group
-        .sample_size(SAMPLES)
-        .sampling_mode(SamplingMode::Flat)
-        .warm_up_time(Duration::from_millis(1))
-        .measurement_time(Duration::from_secs(5))
-        .throughput(Throughput::Elements(items));
+    let mut group = long_group(c, "ceiling", items);
     group.bench_function("items", |b| {
         b.to_async(&runtime).iter_custom(|iters| {
             let (connection, url, runs) = (&connection, &url, &ceiling_runs);

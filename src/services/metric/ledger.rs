@@ -68,8 +68,33 @@ fn parse_pending(line: &str) -> Option<(Half, u64)> {
     Some((half, arrived_ms.parse().ok()?))
 }
 
+/// An optional number as a CSV field: the number, or nothing.
+struct OrEmpty(Option<u64>);
+
+impl std::fmt::Display for OrEmpty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(n) => write!(f, "{n}"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A journal line for a waiting half (the inverse of [`parse_pending`]).
+fn write_pending(line: &mut String, half: &Half, arrived_ms: u64) {
+    let _ = write!(
+        line,
+        "{},{},{},{},{}",
+        fields::escape(half.id.as_str()),
+        half.side.as_str(),
+        half.value,
+        OrEmpty(half.published_us),
+        arrived_ms
+    );
+}
+
 fn first_field(line: &str) -> MessageId {
-    let id = fields::split(line).into_iter().next().unwrap_or_default();
+    let id = fields::nth(line, 0).unwrap_or_default();
     MessageId::Text(id.as_ref().into())
 }
 
@@ -157,9 +182,10 @@ impl Ledger {
         line.clear();
         match self.join.offer(half.clone(), now_ms) {
             Offer::Matched(pair) => {
-                let latency = pair.published_us.map(|published| {
-                    (crate::services::now_us().saturating_sub(published)).to_string()
-                });
+                let now_us = crate::services::now_us();
+                let latency = pair
+                    .published_us
+                    .map(|published| now_us.saturating_sub(published));
                 let _ = write!(
                     line,
                     "{},{},{},{},{}",
@@ -167,25 +193,13 @@ impl Ledger {
                     pair.y_true,
                     pair.y_pred,
                     pair.absolute_error(),
-                    latency.unwrap_or_default()
+                    OrEmpty(latency)
                 );
                 self.rows.append_line(line)?;
                 self.counts.rows += 1;
             }
             Offer::Pending if journal => {
-                let published = half
-                    .published_us
-                    .map(|us| us.to_string())
-                    .unwrap_or_default();
-                let _ = write!(
-                    line,
-                    "{},{},{},{},{}",
-                    fields::escape(half.id.as_str()),
-                    half.side.as_str(),
-                    half.value,
-                    published,
-                    now_ms
-                );
+                write_pending(line, &half, now_ms);
                 self.journal.append_line(line)?;
                 self.journal_lines += 1;
             }
@@ -245,18 +259,9 @@ impl Ledger {
             .join
             .pending()
             .map(|(half, arrived_ms)| {
-                let published = half
-                    .published_us
-                    .map(|us| us.to_string())
-                    .unwrap_or_default();
-                format!(
-                    "{},{},{},{},{}",
-                    fields::escape(half.id.as_str()),
-                    half.side.as_str(),
-                    half.value,
-                    published,
-                    arrived_ms
-                )
+                let mut line = String::new();
+                write_pending(&mut line, half, arrived_ms);
+                line
             })
             .collect();
         self.journal.rewrite(lines.iter().map(String::as_str))?;
