@@ -1,15 +1,36 @@
-//! End-to-end throughput against a real broker, next to the broker's own ceiling.
+//! End-to-end throughput against a real broker, next to the broker's own ceiling, in
+//! alternating pairs.
 //!
-//! - `pipeline/items`: the real `nnmon` binary (`model` and `metric` running, then
-//!   `features --delay 0 --count N`), timed from the start of `features` until
-//!   `metric_log.csv` holds N rows. Prints the p50/p99 of the rows' `latency_us`.
-//! - `ceiling/items`: a bare lapin publisher → consumer on each of three queues at once
-//!   (one per message of an item), with nnmon's guarantees: durable queues, persistent
-//!   messages, confirms awaited in windows of 500, prefetch 500 and batched `multiple` acks.
+//! Each iteration runs one pair: first the pipeline, then the ceiling, on fresh queues (a
+//! random prefix, deleted afterwards). Alternating keeps slow drift of the shared machine
+//! (other work, the broker's memory and disk state) out of the comparison: the two runs of a
+//! pair see nearly the same machine, so the pair's ratio is what is reported, not a ratio of
+//! two separate series.
 //!
-//! Then one line compares them. `AMQP_URL` names the broker (default: the local one);
-//! `NNMON_BENCH_ITEMS` changes N (default 15 000). Every iteration uses fresh queues (a
-//! random prefix) and deletes them afterwards.
+//! - pipeline: the real `nnmon` binary (`model` and `metric` running, then
+//!   `features --delay 0 --count N`) until `metric_log.csv` holds N rows.
+//! - ceiling: a bare lapin publisher → consumer on each of three queues at once (one per
+//!   message of an item), with nnmon's guarantees: durable queues, persistent messages,
+//!   confirms awaited in windows of 500, prefetch 500 and batched `multiple` acks.
+//!
+//! Both are timed the same way: **from the first message published to the last message
+//! handled**. Connection set-up is outside the clock on both sides: it is a fixed cost that
+//! does not grow with N (so it would bend the ratio by N), and starting a process and
+//! connecting it is not comparable with opening a connection inside a running one. The
+//! pipeline's start is the publish time carried by its first item's ID (a UUIDv7, stamped
+//! just before `features` publishes it; millisecond precision, read back from the log), its
+//! end the moment the bench sees the Nth row in `metric_log.csv` (polled every 2 ms). The
+//! ceiling's start is the first `basic_publish` of its three publishers (channels and
+//! confirm mode set up before), its end the last consumer's final ack.
+//!
+//! Criterion runs the pairs (`iter_custom`, one pair per iteration) and reports the
+//! pipeline's time as `pipeline/items`; its first call is the warm-up pair, left out of the
+//! summary. The summary prints the median of the per-pair ratios (pipeline items/s ÷ ceiling
+//! items/s of the same pair) with their min and max, each side's median items/s, and the
+//! p50/p99/max of the rows' `latency_us`.
+//!
+//! `AMQP_URL` names the broker (default: the local one); `NNMON_BENCH_ITEMS` changes N
+//! (default 15 000).
 //!
 //! `cargo bench --bench pipeline` (the bench builds the `nnmon` binary itself).
 
@@ -23,7 +44,7 @@ use lapin::options::{
     ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Connection, PublisherConfirm};
 use nnmon::services::metric::METRIC_LOG;
 use nnmon_proto::QueueNames;
 use std::cell::RefCell;
@@ -31,7 +52,7 @@ use std::collections::VecDeque;
 use std::fs::File;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use support::{LineCounter, amqp_url, connect, delete_queues, nnmon_binary, queue_state};
 use tokio::runtime::Runtime;
 
@@ -110,21 +131,55 @@ fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-/// The `latency_us` column of a metric log.
-fn latencies(log: &Path) -> Vec<u64> {
+/// Median of values (the mean of the middle two for an even count); 0 for none.
+fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
+}
+
+/// What the bench reads back from a metric log: when the first item was published (the
+/// earliest UUIDv7 in the `id` column) and every row's `latency_us`.
+fn read_log(log: &Path) -> (SystemTime, Vec<u64>) {
     let text = std::fs::read_to_string(log).expect("read the metric log");
-    text.lines()
-        .skip(1)
-        .filter_map(|line| line.rsplit(',').next()?.parse().ok())
-        .collect()
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+    let column = |name: &str| {
+        header
+            .iter()
+            .position(|&c| c == name)
+            .unwrap_or_else(|| panic!("no `{name}` column in {header:?}"))
+    };
+    let (id_at, latency_at) = (column("id"), column("latency_us"));
+    let mut first_ms = u64::MAX;
+    let mut latencies = Vec::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        let id = uuid::Uuid::parse_str(fields[id_at]).expect("a UUIDv7 item ID");
+        let (seconds, nanos) = id.get_timestamp().expect("a UUIDv7 item ID").to_unix();
+        first_ms = first_ms.min(seconds * 1000 + u64::from(nanos) / 1_000_000);
+        if let Some(latency) = fields.get(latency_at).and_then(|f| f.parse().ok()) {
+            latencies.push(latency);
+        }
+    }
+    assert!(first_ms < u64::MAX, "the metric log has no rows");
+    (UNIX_EPOCH + Duration::from_millis(first_ms), latencies)
 }
 
 /// One run of the real pipeline.
 struct PipelineRun {
+    /// From the first item published to the last row seen in the log.
     elapsed: Duration,
     latencies_us: Vec<u64>,
-    /// CPU seconds of features, model and metric, and of the whole machine, over the run.
+    /// CPU seconds of features, model and metric, and of the whole machine, from the start
+    /// of `features` to the last row.
     cpu: [f64; 4],
+    /// That window: from the start of `features` to the last row.
+    cpu_window: Duration,
 }
 
 struct Services {
@@ -225,7 +280,7 @@ async fn run_pipeline(connection: &Connection, url: &str, items: u64) -> Pipelin
         .map(|(_, child)| cpu_ticks(child.id()))
         .collect();
     let busy_before = machine_busy_ticks();
-    let start = Instant::now();
+    let spawned = Instant::now();
     services.spawn(
         "features",
         &["features", "--delay", "0", "--count", &count],
@@ -234,7 +289,7 @@ async fn run_pipeline(connection: &Connection, url: &str, items: u64) -> Pipelin
     );
     // The header is one line.
     while counter.lines() < items + 1 {
-        if start.elapsed() > ITERATION_TIMEOUT {
+        if spawned.elapsed() > ITERATION_TIMEOUT {
             let rows = counter.lines().saturating_sub(1);
             services.fail(&format!(
                 "only {rows} of {items} rows after {ITERATION_TIMEOUT:?}"
@@ -242,7 +297,8 @@ async fn run_pipeline(connection: &Connection, url: &str, items: u64) -> Pipelin
         }
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    let elapsed = start.elapsed();
+    let last_row = SystemTime::now();
+    let cpu_window = spawned.elapsed();
     let busy = machine_busy_ticks() - busy_before;
     let ticks = |name: &str| {
         services
@@ -278,29 +334,30 @@ async fn run_pipeline(connection: &Connection, url: &str, items: u64) -> Pipelin
     }
     services.kill_all();
     delete_queues(connection, &queues.all()).await;
-    let mut latencies_us = latencies(&log);
+    let (first_published, mut latencies_us) = read_log(&log);
     assert_eq!(latencies_us.len() as u64, items, "rows with a latency");
     latencies_us.sort_unstable();
+    let elapsed = last_row
+        .duration_since(first_published)
+        .expect("the last row is seen after the first item is published");
     PipelineRun {
         elapsed,
         latencies_us,
         cpu,
+        cpu_window,
     }
 }
 
-/// Publishes `count` persistent messages to `queue`, confirms awaited in windows.
-async fn publish(connection: Connection, queue: String, count: u64) {
-    let channel = connection.create_channel().await.expect("channel");
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await
-        .expect("confirm_select");
+/// Publishes `count` persistent messages to `queue` on `channel` (in confirm mode), confirms
+/// awaited in windows. Returns when the first message was published.
+async fn publish(connection: Connection, channel: Channel, queue: String, count: u64) -> Instant {
     let body = vec![b'x'; BODY_BYTES];
     let options = BasicPublishOptions {
         mandatory: true,
         ..BasicPublishOptions::default()
     };
     let mut in_flight: VecDeque<PublisherConfirm> = VecDeque::with_capacity(WINDOW);
+    let first = Instant::now();
     for _ in 0..count {
         if in_flight.len() >= WINDOW
             && let Some(confirm) = in_flight.pop_front()
@@ -321,10 +378,12 @@ async fn publish(connection: Connection, queue: String, count: u64) {
         assert!(confirm.await.expect("confirm").is_ack(), "nacked");
     }
     let _ = connection.close(200, "done".into()).await;
+    first
 }
 
 /// Consumes `count` messages from `queue`, acking what is buffered in one `multiple` ack.
-async fn consume(connection: Connection, mut consumer: lapin::Consumer, count: u64) {
+/// Returns when the last message was acked.
+async fn consume(connection: Connection, mut consumer: lapin::Consumer, count: u64) -> Instant {
     let mut received = 0u64;
     while received < count {
         let first = consumer
@@ -350,7 +409,9 @@ async fn consume(connection: Connection, mut consumer: lapin::Consumer, count: u
             .await
             .expect("ack");
     }
+    let last = Instant::now();
     let _ = connection.close(200, "done".into()).await;
+    last
 }
 
 /// One run of the bare broker: `items` messages on each of three queues at once.
@@ -370,11 +431,21 @@ async fn run_ceiling(connection: &Connection, url: &str, items: u64) -> Duration
     }
     let _ = declare.close(200, "done".into()).await;
 
-    // Connections and consumers are set up before the clock starts, as nnmon's services are.
+    // Connections, channels and consumers are set up before the clock starts, as nnmon's
+    // services are before their first message.
     let mut publishers = Vec::new();
     let mut consumers = Vec::new();
     for name in names {
-        publishers.push((connect(url).await, name.clone()));
+        let publisher_connection = connect(url).await;
+        let channel = publisher_connection
+            .create_channel()
+            .await
+            .expect("channel");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirm_select");
+        publishers.push((publisher_connection, channel, name.clone()));
         let consumer_connection = connect(url).await;
         let channel = consumer_connection.create_channel().await.expect("channel");
         channel
@@ -393,34 +464,39 @@ async fn run_ceiling(connection: &Connection, url: &str, items: u64) -> Duration
         consumers.push((consumer_connection, consumer));
     }
 
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for (connection, consumer) in consumers {
-        tasks.push(tokio::spawn(consume(connection, consumer, items)));
-    }
-    for (connection, queue) in publishers {
-        tasks.push(tokio::spawn(publish(connection, queue, items)));
-    }
-    let all = futures_util::future::join_all(tasks);
-    let results = tokio::time::timeout(ITERATION_TIMEOUT, all)
+    let consumed: Vec<_> = consumers
+        .into_iter()
+        .map(|(connection, consumer)| tokio::spawn(consume(connection, consumer, items)))
+        .collect();
+    let published: Vec<_> = publishers
+        .into_iter()
+        .map(|(connection, channel, queue)| {
+            tokio::spawn(publish(connection, channel, queue, items))
+        })
+        .collect();
+    let all = futures_util::future::join(
+        futures_util::future::join_all(published),
+        futures_util::future::join_all(consumed),
+    );
+    let (published, consumed) = tokio::time::timeout(ITERATION_TIMEOUT, all)
         .await
         .expect("the ceiling run timed out");
-    let elapsed = start.elapsed();
-    for result in results {
-        result.expect("a publisher or consumer failed");
-    }
+    let instants = |results: Vec<Result<Instant, tokio::task::JoinError>>| {
+        results
+            .into_iter()
+            .map(|r| r.expect("a publisher or consumer failed"))
+            .collect::<Vec<_>>()
+    };
+    let first_published = instants(published).into_iter().min().expect("publishers");
+    let last_handled = instants(consumed).into_iter().max().expect("consumers");
     delete_queues(connection, &queues.all()).await;
-    elapsed
+    last_handled - first_published
 }
 
-/// Items per second over the runs criterion measured: its first call is the warm-up.
-fn measured_rate(runs: &[Duration], items: u64) -> (f64, usize) {
-    let measured = if runs.len() > 1 { &runs[1..] } else { runs };
-    let total: Duration = measured.iter().sum();
-    (
-        (items * measured.len() as u64) as f64 / total.as_secs_f64(),
-        measured.len(),
-    )
+/// One iteration: a pipeline run, then a ceiling run.
+struct Pair {
+    pipeline: PipelineRun,
+    ceiling: Duration,
 }
 
 fn pipeline_vs_ceiling(c: &mut Criterion) {
@@ -434,62 +510,44 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
     let items = items();
     let connection = runtime.block_on(connect(&url));
     eprintln!(
-        "pipeline: {items} items per iteration, binary {}",
+        "pipeline: {items} items per run, pipeline and ceiling alternating, binary {}",
         binary.display()
     );
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    let pipeline_runs = RefCell::new(Vec::<Duration>::new());
-    let all_latencies = RefCell::new(Vec::<Vec<u64>>::new());
+    let rate = |elapsed: Duration| items as f64 / elapsed.as_secs_f64();
+    let pairs = RefCell::new(Vec::<Pair>::new());
     let mut group = long_group(c, "pipeline", items);
     group.bench_function("items", |b| {
         b.to_async(&runtime).iter_custom(|iters| {
-            let (connection, url) = (&connection, &url);
-            let (runs, all_latencies) = (&pipeline_runs, &all_latencies);
+            let (connection, url, pairs) = (&connection, &url, &pairs);
             async move {
+                // Criterion gets the pipeline's time; the ceiling's goes to the summary.
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let run = run_pipeline(connection, url, items).await;
-                    let lat = &run.latencies_us;
-                    let [features, model, metric, busy] = run.cpu;
+                    let pipeline = run_pipeline(connection, url, items).await;
+                    let ceiling = run_ceiling(connection, url, items).await;
+                    let n = pairs.borrow().len() + 1;
+                    let lat = &pipeline.latencies_us;
+                    let [features, model, metric, busy] = pipeline.cpu;
                     eprintln!(
-                        "pipeline: run {}: {items} items in {:.2?} = {:.0} items/s; latency p50 {:.1} ms, p99 {:.1} ms; \
-                         CPU s: features {features:.2}, model {model:.2}, metric {metric:.2}, \
-                         rest (broker, bench) {:.2}, machine busy {busy:.2} of {:.2}",
-                        runs.borrow().len() + 1,
-                        run.elapsed,
-                        items as f64 / run.elapsed.as_secs_f64(),
+                        "pair {n}: pipeline {:.2?} = {:.0} items/s, latency p50 {:.1} ms, p99 {:.1} ms; \
+                         ceiling {ceiling:.2?} = {:.0} items/s (x3 queues); ratio {:.2}",
+                        pipeline.elapsed,
+                        rate(pipeline.elapsed),
                         percentile(lat, 50.0) as f64 / 1000.0,
                         percentile(lat, 99.0) as f64 / 1000.0,
-                        busy - features - model - metric,
-                        cores * run.elapsed.as_secs_f64(),
+                        rate(ceiling),
+                        rate(pipeline.elapsed) / rate(ceiling),
                     );
-                    all_latencies.borrow_mut().push(run.latencies_us);
-                    runs.borrow_mut().push(run.elapsed);
-                    total += run.elapsed;
-                }
-                total
-            }
-        })
-    });
-    group.finish();
-
-    let ceiling_runs = RefCell::new(Vec::<Duration>::new());
-    let mut group = long_group(c, "ceiling", items);
-    group.bench_function("items", |b| {
-        b.to_async(&runtime).iter_custom(|iters| {
-            let (connection, url, runs) = (&connection, &url, &ceiling_runs);
-            async move {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let elapsed = run_ceiling(connection, url, items).await;
-                    runs.borrow_mut().push(elapsed);
                     eprintln!(
-                        "ceiling: run {}: {items} items (x3 queues) in {elapsed:.2?} = {:.0} items/s",
-                        runs.borrow().len(),
-                        items as f64 / elapsed.as_secs_f64()
+                        "pair {n}: pipeline CPU s from features' start to the last row: features {features:.2}, \
+                         model {model:.2}, metric {metric:.2}, rest (broker, bench) {:.2}, machine busy {busy:.2} of {:.2}",
+                        busy - features - model - metric,
+                        cores * pipeline.cpu_window.as_secs_f64(),
                     );
-                    total += elapsed;
+                    total += pipeline.elapsed;
+                    pairs.borrow_mut().push(Pair { pipeline, ceiling });
                 }
                 total
             }
@@ -500,33 +558,51 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
         let _ = connection.close(200, "done".into()).await;
     });
 
-    let pipeline_runs = pipeline_runs.into_inner();
-    let ceiling_runs = ceiling_runs.into_inner();
-    if pipeline_runs.is_empty() || ceiling_runs.is_empty() {
+    let pairs = pairs.into_inner();
+    if pairs.is_empty() {
         return; // filtered out
     }
-    // The warm-up run's latencies are left out, as its time is.
-    let per_run = all_latencies.into_inner();
-    let measured = if per_run.len() > 1 {
-        &per_run[1..]
+    // Criterion's first call is the warm-up pair: left out, unless it is the only one.
+    let measured = if pairs.len() > 1 {
+        &pairs[1..]
     } else {
-        &per_run[..]
+        &pairs[..]
     };
-    let mut latencies: Vec<u64> = measured.concat();
+    let pipeline: Vec<f64> = measured.iter().map(|p| rate(p.pipeline.elapsed)).collect();
+    let ceiling: Vec<f64> = measured.iter().map(|p| rate(p.ceiling)).collect();
+    let ratios: Vec<f64> = pipeline.iter().zip(&ceiling).map(|(p, c)| p / c).collect();
+    let (min, max) = ratios
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
+            (lo.min(r), hi.max(r))
+        });
+    let mut latencies: Vec<u64> = measured
+        .iter()
+        .flat_map(|p| p.pipeline.latencies_us.iter().copied())
+        .collect();
     latencies.sort_unstable();
-    let (pipeline, runs) = measured_rate(&pipeline_runs, items);
-    let (ceiling, _) = measured_rate(&ceiling_runs, items);
+    let n = measured.len();
+    let warm_up = if measured.len() < pairs.len() {
+        ", warm-up pair excluded"
+    } else {
+        ""
+    };
     println!(
-        "pipeline latency_us over {} rows of {runs} measured runs: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "pipeline/ceiling ratio, median of {n} pair(s): {:.2} (min {min:.2}, max {max:.2}); \
+         each timed from its first message published to its last message handled{warm_up}",
+        median(&ratios)
+    );
+    println!(
+        "median items/s over the same {n} pair(s): pipeline {:.0}, ceiling {:.0}",
+        median(&pipeline),
+        median(&ceiling)
+    );
+    println!(
+        "pipeline latency_us over {} rows of {n} run(s): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         latencies.len(),
         percentile(&latencies, 50.0) as f64 / 1000.0,
         percentile(&latencies, 99.0) as f64 / 1000.0,
         latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
-    );
-    println!(
-        "pipeline/ceiling ratio: {:.2} (pipeline {pipeline:.0} items/s, ceiling {ceiling:.0} items/s; \
-         own timing of the same iterations criterion measured, warm-up excluded: total items / total time)",
-        pipeline / ceiling
     );
 }
 
