@@ -24,6 +24,24 @@ impl MessageId {
             MessageId::Text(s) | MessageId::Number(s) => s,
         }
     }
+
+    /// When the item was created, in milliseconds since the Unix epoch, if the ID says: a
+    /// UUIDv7 (nnmon's own IDs) carries it in its first 48 bits. Other IDs carry no time.
+    pub fn timestamp_ms(&self) -> Option<u64> {
+        let MessageId::Text(text) = self else {
+            return None;
+        };
+        // Cheap refusal before parsing: only a hyphenated or simple UUID can qualify.
+        if text.len() != 36 && text.len() != 32 {
+            return None;
+        }
+        let uuid = uuid::Uuid::try_parse(text).ok()?;
+        if uuid.get_version() != Some(uuid::Version::SortRand) {
+            return None;
+        }
+        let (seconds, nanos) = uuid.get_timestamp()?.to_unix();
+        Some(seconds * 1000 + u64::from(nanos) / 1_000_000)
+    }
 }
 
 impl PartialEq for MessageId {
@@ -103,5 +121,28 @@ impl Visitor<'_> for IdVisitor {
         serde_json::Number::from_f64(v)
             .ok_or_else(|| E::custom("the message ID is not a finite number"))
             .and_then(Self::number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_uuid_v7_ids_carry_a_time() {
+        let id = MessageId::from(uuid::Uuid::now_v7());
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or_default();
+        let stamped = id.timestamp_ms().expect("a UUIDv7 carries its time");
+        assert!(now_ms.abs_diff(stamped) < 5_000, "{stamped} vs {now_ms}");
+        for timeless in [
+            MessageId::Text("9b2e4b0c-3f1a-4c7e-8a3b-2d1f0e9c8b7a".into()), // v4
+            MessageId::Text("order-17".into()),
+            MessageId::Number("1718000000.25".into()),
+        ] {
+            assert_eq!(timeless.timestamp_ms(), None, "{timeless}");
+        }
     }
 }
