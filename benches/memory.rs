@@ -146,7 +146,7 @@ async fn run(url: &str, total: u64) {
             // Taken by metric: published and no longer waiting in the queue.
             let consumed = confirmed.saturating_sub(ready);
             let at = start.elapsed();
-            if samples.len() % 10 == 0 {
+            if samples.len().is_multiple_of(10) {
                 eprintln!(
                     "memory: t={:>3.0}s published {published:>8} consumed {consumed:>8} orphans.csv {:>8} rows; metric RSS {:.1} MiB (peak {:.1} MiB)",
                     at.as_secs_f64(),

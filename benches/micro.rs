@@ -1,18 +1,17 @@
 //! Micro benchmarks of the pure parts every message goes through: wire decoding and
 //! encoding, the ID join, the model, the CSV append, histogram binning and the chart, and
-//! the plot service's refresh on a 10-million-row log.
+//! on a 10-million-row log the metric's restart and the plot service's refresh.
 //!
 //! `cargo bench --bench micro` (add a filter after `--` to run some of them only).
 
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
-use nnmon::services::metric::{METRIC_HEADER, METRIC_LOG};
+use nnmon::services::metric::{Ledger, METRIC_HEADER, METRIC_LOG, row_record};
 use nnmon::services::plot::Plotter;
-use nnmon_csvlog::{CsvAppender, fields};
-use nnmon_join::{Half, Join, JoinLimits, Offer, Side};
+use nnmon_csvlog::{CsvAppender, Record};
+use nnmon_join::{Half, Join, JoinLimits, Offer, Pair, Side};
 use nnmon_model::{LinearModel, diabetes};
 use nnmon_proto::{FeaturesMessage, MessageId, ValueMessage};
 use nnmon_report::{ErrorSummary, Histogram, chart};
-use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
 use std::io::{BufWriter, Write};
@@ -119,6 +118,9 @@ fn proto(c: &mut Criterion) {
     group.finish();
 }
 
+/// The wall clock the join benches run at: just after the halves were published.
+const NOW_MS: u64 = 1_700_000_001_000;
+
 fn half(side: Side, n: u64) -> Half {
     Half {
         side,
@@ -150,7 +152,7 @@ fn join(c: &mut Criterion) {
         let mut join = Join::new(limits);
         // Halves that never get a partner.
         for n in 0..pending {
-            join.offer(half(Side::Truth, UNPAIRED + n), 0);
+            join.offer(half(Side::Truth, UNPAIRED + n), NOW_MS);
         }
         let mut next = 0u64;
         let name = if pending == 0 {
@@ -166,7 +168,7 @@ fn join(c: &mut Criterion) {
                 },
                 |halves| {
                     for h in halves {
-                        black_box(join.offer(h, 1));
+                        black_box(join.offer(h, NOW_MS));
                     }
                 },
                 BatchSize::SmallInput,
@@ -178,7 +180,7 @@ fn join(c: &mut Criterion) {
     // Only the matching offer is timed: its partner is already waiting among 100k halves.
     let mut join = Join::new(limits);
     for n in 0..PENDING {
-        join.offer(half(Side::Truth, UNPAIRED + n), 0);
+        join.offer(half(Side::Truth, UNPAIRED + n), NOW_MS);
     }
     let mut next = 0u64;
     group.throughput(Throughput::Elements(1));
@@ -191,14 +193,14 @@ fn join(c: &mut Criterion) {
                 while left > 0 {
                     let chunk = left.min(10_000);
                     for n in next..next + chunk {
-                        join.offer(half(Side::Truth, n), 1);
+                        join.offer(half(Side::Truth, n), NOW_MS);
                     }
                     let partners: Vec<Half> = (next..next + chunk)
                         .map(|n| half(Side::Prediction, n))
                         .collect();
                     let start = Instant::now();
                     for h in partners {
-                        let offer = join.offer(h, 2);
+                        let offer = join.offer(h, NOW_MS);
                         debug_assert!(matches!(offer, Offer::Matched(_)));
                         black_box(offer);
                     }
@@ -230,20 +232,6 @@ fn predict(c: &mut Criterion) {
     group.finish();
 }
 
-/// Formats one metric row exactly as `metric` does.
-fn metric_row(line: &mut String, id: &MessageId, y_true: f64, y_pred: f64, latency_us: u64) {
-    line.clear();
-    let _ = write!(
-        line,
-        "{},{},{},{},{}",
-        fields::escape(id.as_str()),
-        y_true,
-        y_pred,
-        (y_true - y_pred).abs(),
-        latency_us
-    );
-}
-
 fn csv_append(c: &mut Criterion) {
     let model = model();
     let rows = diabetes();
@@ -255,13 +243,13 @@ fn csv_append(c: &mut Criterion) {
     let path = dir.path().join(METRIC_LOG);
     let open = |path: &Path| {
         let _ = std::fs::remove_file(path);
-        CsvAppender::open(path, METRIC_HEADER, |_| {})
+        CsvAppender::open(path, METRIC_HEADER)
             .expect("open the log")
             .0
     };
     let mut log = open(&path);
     let mut written = 0u64;
-    let mut line = String::new();
+    let mut record = Record::default();
     let ids: Vec<MessageId> = (0..4096).map(id).collect();
 
     let mut group = c.benchmark_group("csvlog");
@@ -273,15 +261,15 @@ fn csv_append(c: &mut Criterion) {
             for i in 0..iters {
                 let n = written + i;
                 let (y_true, y_pred) = predictions[n as usize % predictions.len()];
-                metric_row(
-                    &mut line,
-                    &ids[n as usize % ids.len()],
+                let pair = Pair {
+                    id: ids[n as usize % ids.len()].clone(),
                     y_true,
                     y_pred,
-                    6775,
-                );
-                log.append_line(&line).expect("append");
-                if (n + 1) % FLUSH_EVERY == 0 {
+                    published_us: None,
+                };
+                row_record(&mut record, &pair, Some(6775));
+                log.append(&record).expect("append");
+                if (n + 1).is_multiple_of(FLUSH_EVERY) {
                     log.flush().expect("flush");
                 }
             }
@@ -381,6 +369,15 @@ fn plot_refresh(c: &mut Criterion) {
         size as f64 / (1 << 20) as f64,
         start.elapsed()
     );
+    // A restarted metric reads only the end of the log, whatever its length.
+    let start = Instant::now();
+    let ledger = Ledger::open(dir.path(), JoinLimits::default(), 0).expect("metric's state");
+    eprintln!(
+        "metric: Ledger::open on the {PLOT_ROWS}-row log (dedup window {}) took {:.2?}",
+        JoinLimits::default().remembered,
+        start.elapsed()
+    );
+    drop(ledger);
     let rss_before = rss_mib();
     let start = Instant::now();
     let mut plotter = Plotter::new(dir.path());

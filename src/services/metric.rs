@@ -6,92 +6,219 @@
 //! `orphans.csv`, a poison message as a confirmed dead-letter copy. So nothing waits
 //! unacked for its partner (prefetch can never fill up with halves), and a restarted
 //! metric rebuilds exactly the state it had from its files (see [`ledger`]).
+//!
+//! Each input queue has an inbox of its own. When too many halves of one side wait
+//! (`--join-max-pending`), that side is not read until the other catches up: its messages
+//! wait in the broker, which is the buffer, instead of in memory (see `nnmon_join`).
 
 mod ledger;
+mod lock;
 
 use crate::cli::MetricArgs;
 use crate::services::{PoisonCounter, dead_letter, declare_topology, now_ms};
 use crate::supervisor::supervise;
-use anyhow::Result;
-use ledger::Ledger;
-use nnmon_broker::{Broker, Incoming};
+use anyhow::{Context, Result};
+use lock::DirLock;
+use nnmon_broker::{Broker, Delivery, Inbox, Publisher};
 use nnmon_join::{Half, JoinLimits, Side};
 use nnmon_proto::{QueueNames, ValueMessage};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 
-/// How often waiting halves are checked against the TTL when no traffic comes.
+/// How often waiting halves without a publish time are checked against the wall clock
+/// when no traffic comes.
 const EVICTION_TICK: Duration = Duration::from_secs(1);
-/// How often progress is logged.
-const REPORT_EVERY_TICKS: u32 = 30;
+/// How often a progress line is logged.
+const STATUS_EVERY: Duration = Duration::from_secs(10);
 
-pub use ledger::{METRIC_HEADER, METRIC_LOG, ORPHANS_LOG, PENDING_JOURNAL};
+pub use ledger::{Ledger, METRIC_HEADER, METRIC_LOG, ORPHANS_LOG, PENDING_JOURNAL, row_record};
+pub use lock::LOCK_FILE;
 
 pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
     let limits = JoinLimits {
-        ttl_ms: args.join_ttl.as_millis().try_into().unwrap_or(u64::MAX),
+        grace_ms: args.join_ttl.as_millis().try_into().unwrap_or(u64::MAX),
         max_pending: args.join_max_pending,
         remembered: args.dedup_window,
     };
-    let mut ledger = Ledger::open(&args.logs.log_dir, limits, now_ms())?;
+    let log_dir = args.logs.log_dir.clone();
+    let _lock = DirLock::acquire(&log_dir)?;
+    // Reading the logs blocks; off the event loop, a signal still stops the service.
+    let opening = tokio::task::spawn_blocking(move || Ledger::open(&log_dir, limits, now_ms()));
+    let mut ledger = tokio::select! {
+        opened = opening => opened.context("rebuilding the metric state")??,
+        () = cancel.cancelled() => {
+            info!("stopped while rebuilding the metric state; nothing was consumed");
+            return Ok(());
+        }
+    };
     let queues = QueueNames::with_prefix(&args.broker.queue_prefix);
     let prefetch = args.broker.prefetch;
     let mut poison = PoisonCounter::default();
-    supervise("nnmon-metric", &args.broker.amqp_url, &cancel, async |broker: &Broker| {
-        declare_topology(broker, &queues).await?;
-        let mut dead_letters = broker.publisher::<()>(usize::from(prefetch)).await?;
-        let mut inbox = broker.inbox(&[&queues.y_true, &queues.y_pred], prefetch).await?;
-        let mut tick = tokio::time::interval(EVICTION_TICK.min(args.join_ttl.max(Duration::from_millis(50))));
-        let mut ticks = 0u32;
-        loop {
-            tokio::select! {
-                biased;
-                () = cancel.cancelled() => {
-                    inbox.close().await?;
-                    dead_letters.close().await?;
-                    return Ok(());
-                }
-                _ = tick.tick() => {
-                    ledger.evict(now_ms())?;
-                    ledger.flush()?;
-                    ticks += 1;
-                    if ticks % REPORT_EVERY_TICKS == 0 {
-                        info!(counts = ?ledger.counts(), poison = poison.total(), "metric progress");
+    let mut status = Status::new(&queues);
+    supervise(
+        "nnmon-metric",
+        &args.broker.amqp_url,
+        &cancel,
+        async |broker: &Broker| {
+            declare_topology(broker, &queues).await?;
+            let mut session = Session {
+                dead_letters: broker.publisher::<()>(usize::from(prefetch)).await?,
+                queues: &queues,
+                ledger: &mut ledger,
+                poison: &mut poison,
+            };
+            let mut truths = broker.inbox(&queues.y_true, prefetch).await?;
+            let mut predictions = broker.inbox(&queues.y_pred, prefetch).await?;
+            let mut tick = tokio::time::interval(
+                EVICTION_TICK.min(args.join_ttl.max(Duration::from_millis(50))),
+            );
+            while !cancel.is_cancelled() {
+                let take_truths = session.ledger.accepts(Side::Truth);
+                let take_predictions = session.ledger.accepts(Side::Prediction);
+                status.note_backpressure(take_truths, take_predictions, session.ledger);
+                tokio::select! {
+                    () = cancel.cancelled() => {}
+                    _ = tick.tick() => {
+                        session.ledger.evict(now_ms())?;
+                        session.ledger.flush()?;
+                        status.report(session.ledger, session.poison, false);
+                    }
+                    batch = truths.next_batch(), if take_truths => {
+                        session.settle(Side::Truth, &truths, batch?).await?;
+                    }
+                    batch = predictions.next_batch(), if take_predictions => {
+                        session.settle(Side::Prediction, &predictions, batch?).await?;
                     }
                 }
-                batch = inbox.next_batch() => {
-                    let batch = batch?;
-                    let now = now_ms();
-                    for Incoming { queue, delivery } in &batch {
-                        // The consumer, not the routing key, says which queue it came from.
-                        let (side, queue_name) = match queue {
-                            0 => (Side::Truth, &queues.y_true),
-                            _ => (Side::Prediction, &queues.y_pred),
-                        };
-                        match ValueMessage::decode(&delivery.data) {
-                            Ok(message) => ledger.accept(Half {
-                                side,
-                                id: message.id,
-                                value: message.value,
-                                published_us: message.published_us,
-                            }, now)?,
-                            Err(error) => {
-                                poison.record(queue_name, &error);
-                                dead_letter(&mut dead_letters, &queues, delivery, &error, ()).await?;
-                            }
-                        }
-                    }
-                    ledger.evict(now)?;
-                    ledger.flush()?;
-                    dead_letters.drain().await?;
-                    inbox.ack(&batch).await?;
+            }
+            truths.close().await?;
+            predictions.close().await?;
+            session.dead_letters.close().await?;
+            Ok(())
+        },
+    )
+    .await?;
+    ledger.flush()?;
+    status.report(&ledger, &poison, true);
+    Ok(())
+}
+
+/// What one broker session of the metric works with.
+struct Session<'a> {
+    dead_letters: Publisher<()>,
+    queues: &'a QueueNames,
+    ledger: &'a mut Ledger,
+    poison: &'a mut PoisonCounter,
+}
+
+impl Session<'_> {
+    /// Takes one batch of `side`'s deliveries into the ledger, makes the result durable,
+    /// then acks the batch.
+    async fn settle(&mut self, side: Side, inbox: &Inbox, batch: Vec<Delivery>) -> Result<()> {
+        let now = now_ms();
+        for delivery in &batch {
+            match ValueMessage::decode(&delivery.data) {
+                Ok(message) => self.ledger.accept(
+                    Half {
+                        side,
+                        id: message.id,
+                        value: message.value,
+                        published_us: message.published_us,
+                    },
+                    now,
+                )?,
+                Err(error) => {
+                    self.poison.record(inbox.queue(), &error);
+                    dead_letter(&mut self.dead_letters, self.queues, delivery, &error, ()).await?;
                 }
             }
         }
-    })
-    .await?;
-    ledger.flush()?;
-    info!(counts = ?ledger.counts(), poison = poison.total(), "metric stopped");
-    Ok(())
+        self.ledger.evict(now)?;
+        self.ledger.flush()?;
+        self.dead_letters.drain().await?;
+        inbox.ack(&batch).await?;
+        Ok(())
+    }
+}
+
+/// The metric's human-readable progress lines and backpressure notices.
+struct Status {
+    names: [String; 2],
+    paused: [bool; 2],
+    last_report: Instant,
+    rows_at_last_report: u64,
+}
+
+impl Status {
+    fn new(queues: &QueueNames) -> Self {
+        Self {
+            names: [queues.y_true.clone(), queues.y_pred.clone()],
+            paused: [false; 2],
+            last_report: Instant::now(),
+            rows_at_last_report: 0,
+        }
+    }
+
+    /// Says when a side starts or stops waiting for the other to catch up.
+    fn note_backpressure(&mut self, take_truths: bool, take_predictions: bool, ledger: &Ledger) {
+        let counts = ledger.counts();
+        let sides = [
+            (
+                !take_truths,
+                counts.waiting_truths,
+                "true values",
+                "predictions",
+            ),
+            (
+                !take_predictions,
+                counts.waiting_predictions,
+                "predictions",
+                "true values",
+            ),
+        ];
+        for (index, (paused, waiting, these, those)) in sides.into_iter().enumerate() {
+            if paused == self.paused[index] {
+                continue;
+            }
+            self.paused[index] = paused;
+            let queue = &self.names[index];
+            if paused {
+                warn!(
+                    "{waiting} {these} wait for their {those} (--join-max-pending): pausing \
+                     {queue} until the other side catches up; its messages wait in the broker"
+                );
+            } else {
+                info!("{these} and {those} caught up: reading {queue} again");
+            }
+        }
+    }
+
+    /// Logs one line of progress every [`STATUS_EVERY`], or now if `last`.
+    fn report(&mut self, ledger: &Ledger, poison: &PoisonCounter, last: bool) {
+        let elapsed = self.last_report.elapsed();
+        if !last && elapsed < STATUS_EVERY {
+            return;
+        }
+        let counts = ledger.counts();
+        let new_rows = counts.rows - self.rows_at_last_report;
+        let rate = new_rows as f64 / elapsed.as_secs_f64().max(1e-3);
+        let message = format!(
+            "{} rows this run ({rate:.0}/s); waiting for a partner: {} true values, {} predictions; \
+             {} orphans, {} duplicates dropped, {} dead-lettered",
+            counts.rows,
+            counts.waiting_truths,
+            counts.waiting_predictions,
+            counts.orphans,
+            counts.duplicates,
+            poison.total()
+        );
+        if last {
+            info!("metric stopped: {message}");
+        } else {
+            info!("{message}");
+        }
+        self.last_report = Instant::now();
+        self.rows_at_last_report = counts.rows;
+    }
 }

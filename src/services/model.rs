@@ -10,9 +10,7 @@ use crate::cli::ModelArgs;
 use crate::services::{PoisonCounter, dead_letter, declare_topology};
 use crate::supervisor::supervise;
 use anyhow::{Context, Result};
-use nnmon_broker::{
-    Acker, BasicAckOptions, Broker, Delivery, Incoming, Publisher, message_properties,
-};
+use nnmon_broker::{Acker, BasicAckOptions, Broker, Delivery, Publisher, message_properties};
 use nnmon_model::LinearModel;
 use nnmon_proto::{DecodeError, FeaturesMessage, QueueNames, ValueMessage};
 use tokio_util::sync::CancellationToken;
@@ -34,7 +32,7 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
         async |broker: &Broker| {
             declare_topology(broker, &queues).await?;
             let mut publisher = broker.publisher::<Acker>(usize::from(prefetch)).await?;
-            let mut inbox = broker.inbox(&[&queues.features], prefetch).await?;
+            let mut inbox = broker.inbox(&queues.features, prefetch).await?;
             loop {
                 tokio::select! {
                     biased;
@@ -47,7 +45,7 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
                         newest.ack(BasicAckOptions { multiple: true }).await?;
                     }
                     batch = inbox.next_batch(), if !publisher.is_full() => {
-                        for Incoming { delivery, .. } in batch? {
+                        for delivery in batch? {
                             predict(&model, &queues, &mut publisher, &mut poison, delivery).await?;
                         }
                     }

@@ -82,22 +82,7 @@ pub async fn stream_through(
     items: usize,
     fault: impl AsyncFnOnce(&mut Pipeline),
 ) {
-    pipeline.start("model", &["model"]);
-    pipeline.start("metric", &["metric"]);
-    let ids = pipeline.confirmed_ids_path();
-    let count = items.to_string();
-    pipeline.start(
-        "features",
-        &[
-            "features",
-            "--delay",
-            "0.004",
-            "--count",
-            &count,
-            "--confirmed-ids",
-            ids.to_str().expect("utf-8 path"),
-        ],
-    );
+    pipeline.start_stream(items);
     pipeline.wait_for_rows(items / 4, MINUTE).await;
     fault(pipeline).await;
     let status = pipeline.wait("features", 2 * MINUTE).await;
@@ -147,6 +132,8 @@ pub struct Pipeline {
     pub queues: QueueNames,
     log_dir: tempfile::TempDir,
     children: Vec<(String, Child)>,
+    /// Extra environment of every service started from now on.
+    env: Vec<(String, String)>,
 }
 
 impl Pipeline {
@@ -158,7 +145,14 @@ impl Pipeline {
             prefix,
             log_dir: tempfile::tempdir().expect("tempdir"),
             children: Vec::new(),
+            env: Vec::new(),
         }
+    }
+
+    /// Sets `key=value` in the environment of every service started from now on (a flag's
+    /// environment twin, say).
+    pub fn set_env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_owned(), value.to_owned()));
     }
 
     pub fn log_dir(&self) -> &Path {
@@ -181,10 +175,32 @@ impl Pipeline {
             .env("NNMON_LOG_DIR", self.log_dir())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr);
         command
+    }
+
+    /// Starts model and metric, then features sending `items` at a steady rate and
+    /// writing the IDs the broker confirmed to [`confirmed_ids_path`](Self::confirmed_ids_path).
+    pub fn start_stream(&mut self, items: usize) {
+        self.start("model", &["model"]);
+        self.start("metric", &["metric"]);
+        let ids = self.confirmed_ids_path();
+        let count = items.to_string();
+        self.start(
+            "features",
+            &[
+                "features",
+                "--delay",
+                "0.004",
+                "--count",
+                &count,
+                "--confirmed-ids",
+                ids.to_str().expect("utf-8 path"),
+            ],
+        );
     }
 
     /// Starts a long-running service under `name`.
@@ -296,6 +312,17 @@ impl Pipeline {
         depth
     }
 
+    /// Deletes `queue` as an operator would: its messages are gone, its consumers cancelled.
+    pub async fn delete_queue(&self, queue: &str) {
+        let connection = self.connect().await;
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await
+            .expect("delete the queue");
+        let _ = connection.close(200, "done".into()).await;
+    }
+
     /// Runs `nnmon <args>` to completion, with a timeout.
     pub async fn run(&self, name: &str, args: &[&str], timeout: Duration) -> ExitStatus {
         let mut child = self.command(name, args).spawn().expect("spawn nnmon");
@@ -339,23 +366,22 @@ impl Pipeline {
     /// The rows of `metric_log.csv` so far (complete lines only).
     pub fn rows(&self) -> Vec<Row> {
         let text = std::fs::read_to_string(self.metric_log()).unwrap_or_default();
-        let complete = text.rfind('\n').map_or("", |end| &text[..end]);
-        complete
-            .lines()
-            .skip(1)
-            .map(|line| {
-                let fields = nnmon_csvlog::fields::split(line);
+        let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+        csv::Reader::from_reader(complete.as_bytes())
+            .records()
+            .map(|record| {
+                let record = record.expect("a CSV row");
                 let float = |i: usize| {
-                    fields[i]
+                    record[i]
                         .parse::<f64>()
-                        .unwrap_or_else(|_| panic!("bad float in {line}"))
+                        .unwrap_or_else(|_| panic!("bad float in {record:?}"))
                 };
                 Row {
-                    id: fields[0].to_string(),
+                    id: record[0].to_owned(),
                     y_true: float(1),
                     y_pred: float(2),
                     absolute_error: float(3),
-                    latency_us: fields.get(4).and_then(|f| f.parse().ok()),
+                    latency_us: record.get(4).and_then(|f| f.parse().ok()),
                 }
             })
             .collect()

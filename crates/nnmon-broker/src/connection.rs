@@ -1,13 +1,7 @@
-use crate::{BrokerUrl, Publisher};
-use futures_util::FutureExt;
-use futures_util::stream::{BoxStream, SelectAll, StreamExt};
-use lapin::message::Delivery;
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
-};
+use crate::{BrokerUrl, Inbox, Publisher};
+use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+use lapin::{Connection, ConnectionProperties};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -22,8 +16,8 @@ pub enum BrokerError {
     Nacked,
     #[error("a published message was returned as unroutable (its queue is gone)")]
     Returned,
-    #[error("the consumer was cancelled by the broker (queue deleted?)")]
-    ConsumerCancelled,
+    #[error("the broker cancelled the consumer of queue {queue} (deleted, or a failover?)")]
+    ConsumerCancelled { queue: String },
 }
 
 /// Whether `error` is the broker's 406 PRECONDITION_FAILED: the queue exists with other
@@ -158,29 +152,9 @@ impl Broker {
         Ok(Publisher::new(channel, window))
     }
 
-    /// A channel consuming `queues`, each with `prefetch` unacked messages at most.
-    pub async fn inbox(&self, queues: &[&str], prefetch: u16) -> Result<Inbox, BrokerError> {
-        let channel = self.connection.create_channel().await?;
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await?;
-        let mut consumers = SelectAll::new();
-        for (queue_index, queue) in queues.iter().enumerate() {
-            let consumer = channel
-                .basic_consume(
-                    (*queue).into(),
-                    "".into(),
-                    BasicConsumeOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            consumers.push(
-                consumer
-                    .map(move |delivery| (queue_index, delivery))
-                    .boxed(),
-            );
-        }
-        Ok(Inbox { channel, consumers })
+    /// A channel of its own consuming `queue`, with `prefetch` unacked messages at most.
+    pub async fn inbox(&self, queue: &str, prefetch: u16) -> Result<Inbox, BrokerError> {
+        Inbox::open(&self.connection, queue, prefetch).await
     }
 
     /// Closes the connection politely; unacked deliveries go back to their queues.
@@ -192,65 +166,5 @@ impl Broker {
         {
             warn!(%error, "closing the broker connection failed");
         }
-    }
-}
-
-/// One delivery and the index, in [`Broker::inbox`]'s list, of the queue it came from.
-pub struct Incoming {
-    pub queue: usize,
-    pub delivery: Delivery,
-}
-
-/// Deliveries from one or more queues sharing a channel (so one ack with `multiple`
-/// settles deliveries from all of them).
-pub struct Inbox {
-    channel: Channel,
-    consumers: SelectAll<BoxStream<'static, (usize, lapin::Result<Delivery>)>>,
-}
-
-impl Inbox {
-    /// Waits for at least one delivery, then takes every delivery already buffered, from
-    /// every queue. Deliveries on a channel complete in delivery-tag order, so afterwards
-    /// no delivery with a lower tag than the batch's highest is left unread: acking that
-    /// one with `multiple` (see [`ack`](Self::ack)) settles exactly this batch and earlier
-    /// ones. Errors when the channel or connection fails.
-    pub async fn next_batch(&mut self) -> Result<Vec<Incoming>, BrokerError> {
-        let (queue, first) = self
-            .consumers
-            .next()
-            .await
-            .ok_or(BrokerError::ConsumerCancelled)?;
-        let mut batch = vec![Incoming {
-            queue,
-            delivery: first?,
-        }];
-        loop {
-            match self.consumers.next().now_or_never() {
-                Some(Some((queue, delivery))) => batch.push(Incoming {
-                    queue,
-                    delivery: delivery?,
-                }),
-                Some(None) => return Err(BrokerError::ConsumerCancelled),
-                None => return Ok(batch),
-            }
-        }
-    }
-
-    /// Acks every delivery of `batch`, and all earlier ones, in one frame.
-    pub async fn ack(&self, batch: &[Incoming]) -> Result<(), BrokerError> {
-        if let Some(newest) = batch
-            .iter()
-            .map(|incoming| &incoming.delivery)
-            .max_by_key(|d| d.delivery_tag)
-        {
-            newest.acker.ack(BasicAckOptions { multiple: true }).await?;
-        }
-        Ok(())
-    }
-
-    /// Stops consuming; deliveries not yet acked go back to their queues.
-    pub async fn close(self) -> Result<(), BrokerError> {
-        self.channel.close(200, "done".into()).await?;
-        Ok(())
     }
 }

@@ -10,17 +10,20 @@
 //!   are persistent and mandatory; each carries a caller's token that comes back, in
 //!   publish order, once the broker has confirmed it — so callers ack their inputs only
 //!   after their outputs are safe, without waiting for one confirm at a time.
-//! - [`Inbox`]: a consumer channel with prefetch, yielding deliveries; acks go back through
-//!   the deliveries' own ackers.
+//! - [`Inbox`]: one queue's consumer on a channel of its own, with prefetch, yielding
+//!   deliveries in batches and acking them with `multiple`. A consumer the broker cancels
+//!   (its queue deleted) is an error like a lost connection, never a silent end.
 //! - [`message_properties`]: the AMQP properties every nnmon message carries.
 //!
 //! Data flows service → `Publisher::publish` → broker → `Inbox` → service → ack.
 
 mod connection;
+mod inbox;
 mod publisher;
 mod url;
 
-pub use connection::{Broker, BrokerError, Inbox, Incoming, QueueState, RetryPolicy};
+pub use connection::{Broker, BrokerError, QueueState, RetryPolicy};
+pub use inbox::Inbox;
 pub use lapin::message::Delivery;
 pub use lapin::options::BasicAckOptions;
 pub use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};

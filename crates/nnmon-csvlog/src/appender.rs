@@ -1,32 +1,37 @@
+use crate::CsvError;
+use crate::record::Record;
+use crate::scan;
 use std::fs::{File, OpenOptions};
-use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-
-/// Why a CSV file could not be opened or written.
-#[derive(Debug, thiserror::Error)]
-pub enum CsvError {
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
-    #[error(
-        "{path} has the header `{found}` but nnmon writes `{expected}`; \
-         refusing to append rows of another shape (move the file away or use another --log-dir)"
-    )]
-    HeaderMismatch {
-        path: PathBuf,
-        found: String,
-        expected: String,
-    },
-}
 
 /// What [`CsvAppender::open`] found.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OpenReport {
     /// The file did not exist (or was empty) and was created with its header.
     pub created: bool,
-    /// Complete rows already in the file.
-    pub rows: usize,
     /// Bytes of a torn last line that were cut off.
     pub repaired_bytes: u64,
+}
+
+/// The file, counting the bytes handed to the operating system, so that the appender
+/// knows how long the file is on disk without asking it.
+#[derive(Debug)]
+struct CountedFile {
+    file: File,
+    len: u64,
+}
+
+impl Write for CountedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let written = self.file.write(buf)?;
+        self.len += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// An append-only CSV file with a fixed header. See the crate docs.
@@ -34,93 +39,84 @@ pub struct OpenReport {
 pub struct CsvAppender {
     path: PathBuf,
     header: String,
-    out: BufWriter<File>,
+    /// A second handle on the file, to truncate it under the writer.
+    file: File,
+    out: csv::Writer<CountedFile>,
+}
+
+/// Bytes buffered before they are handed to the operating system.
+const BUFFER_BYTES: usize = 1 << 16;
+
+fn writer(file: File, len: u64) -> csv::Writer<CountedFile> {
+    // Rows' shapes are the caller's constants; `flexible` spares a per-row length check.
+    csv::WriterBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .buffer_capacity(BUFFER_BYTES)
+        .from_writer(CountedFile { file, len })
 }
 
 impl CsvAppender {
-    /// Opens (or creates) `path` for appending rows under `header`, calling `on_row` with
-    /// every complete row already in the file.
-    pub fn open(
-        path: &Path,
-        header: &str,
-        mut on_row: impl FnMut(&str),
-    ) -> Result<(Self, OpenReport), CsvError> {
-        let io_error = |source| CsvError::Io {
-            path: path.to_owned(),
-            source,
-        };
+    /// Opens (or creates) `path` for appending rows under `header`. Reads only the first
+    /// line (to check the header) and the end (to cut a torn last line), so opening costs
+    /// the same whatever the file holds.
+    pub fn open(path: &Path, header: &str) -> Result<(Self, OpenReport), CsvError> {
+        let io_error = |source| CsvError::io(path, source);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io_error)?;
         }
-        let mut report = OpenReport::default();
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
             .open(path)
             .map_err(io_error)?;
-        let mut reader = BufReader::with_capacity(1 << 20, &file);
-        let mut line = Vec::new();
-        let mut complete_len = 0u64;
-        let mut found_header: Option<String> = None;
-        loop {
-            line.clear();
-            let read = reader.read_until(b'\n', &mut line).map_err(io_error)?;
-            if read == 0 {
-                break;
-            }
-            if line.last() != Some(&b'\n') {
-                report.repaired_bytes = read as u64;
-                break;
-            }
-            complete_len += read as u64;
-            let text = String::from_utf8_lossy(&line);
-            let text = text.trim_end_matches(['\n', '\r']);
-            if found_header.is_none() {
-                found_header = Some(text.to_owned());
-            } else if !text.is_empty() {
-                on_row(text);
-                report.rows += 1;
-            }
-        }
-        drop(reader);
-        match found_header {
-            Some(found) if found != header => {
-                return Err(CsvError::HeaderMismatch {
-                    path: path.to_owned(),
-                    found,
-                    expected: header.to_owned(),
-                });
-            }
-            Some(_) => {}
-            None => {
-                // Empty, or only a torn header: check the torn part really is ours.
-                if report.repaired_bytes > 0 {
-                    let torn = std::fs::read(path).map_err(io_error)?;
-                    if !header.as_bytes().starts_with(&torn) {
-                        return Err(CsvError::HeaderMismatch {
-                            path: path.to_owned(),
-                            found: String::from_utf8_lossy(&torn).into_owned(),
-                            expected: header.to_owned(),
-                        });
-                    }
-                }
-                report.created = true;
-            }
-        }
+        let (complete_len, report) = inspect(&mut file, path, header)?;
+        let mut len = complete_len;
         if report.repaired_bytes > 0 {
             file.set_len(complete_len).map_err(io_error)?;
         }
-        let mut appender = Self {
+        if report.created {
+            // nnmon's own constant header, written as it is (its names need no quoting).
+            writeln!(file, "{header}").map_err(io_error)?;
+            len = header.len() as u64 + 1;
+        }
+        let appender = Self {
             path: path.to_owned(),
             header: header.to_owned(),
-            out: BufWriter::with_capacity(1 << 16, file),
+            out: writer(file.try_clone().map_err(io_error)?, len),
+            file,
         };
-        if report.created {
-            appender.append_line(header)?;
-            appender.flush()?;
-        }
         Ok((appender, report))
+    }
+
+    /// Checks, without creating or changing anything, that [`open`](Self::open) would
+    /// accept the file at `path` (a missing file is accepted), so that a caller opening
+    /// several files can refuse before creating any.
+    pub fn check(path: &Path, header: &str) -> Result<(), CsvError> {
+        match File::open(path) {
+            Ok(mut file) => inspect(&mut file, path, header).map(|_| ()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CsvError::io(path, e)),
+        }
+    }
+
+    /// Writes a new file at `path` holding `header` and `records`, atomically (a crash
+    /// leaves the old file or the new one), and opens it for appending.
+    pub fn create<'a>(
+        path: &Path,
+        header: &str,
+        records: impl IntoIterator<Item = &'a Record>,
+    ) -> Result<Self, CsvError> {
+        let file = write_atomically(path, header, records)?;
+        let io_error = |source| CsvError::io(path, source);
+        let len = file.metadata().map_err(io_error)?.len();
+        Ok(Self {
+            path: path.to_owned(),
+            header: header.to_owned(),
+            out: writer(file.try_clone().map_err(io_error)?, len),
+            file,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -128,20 +124,15 @@ impl CsvAppender {
     }
 
     fn io_error(&self, source: io::Error) -> CsvError {
-        CsvError::Io {
-            path: self.path.clone(),
-            source,
-        }
+        CsvError::io(&self.path, source)
     }
 
-    /// Buffers one row (without its line break). Nothing reaches the file before
-    /// [`flush`](Self::flush) or a full buffer.
-    pub fn append_line(&mut self, line: &str) -> Result<(), CsvError> {
-        let result = self
-            .out
-            .write_all(line.as_bytes())
-            .and_then(|()| self.out.write_all(b"\n"));
-        result.map_err(|e| self.io_error(e))
+    /// Buffers one row. Nothing reaches the file before [`flush`](Self::flush) or a full
+    /// buffer.
+    pub fn append(&mut self, record: &Record) -> Result<(), CsvError> {
+        self.out
+            .write_byte_record(record.fields())
+            .map_err(|e| CsvError::from_csv(&self.path, e))
     }
 
     /// Hands every buffered row to the operating system: after this a crash of the process
@@ -150,31 +141,102 @@ impl CsvAppender {
         self.out.flush().map_err(|e| self.io_error(e))
     }
 
-    /// Replaces the file's rows with `lines` atomically: written to a temporary file,
+    /// How many bytes of the file the operating system has: rows appended before this
+    /// offset survive a crash of the process; rows appended later start at or after it.
+    pub fn durable_len(&self) -> u64 {
+        self.out.get_ref().len
+    }
+
+    /// Removes every row, keeping the header. The file stays in place: a crash leaves
+    /// either the old rows or none.
+    pub fn clear(&mut self) -> Result<(), CsvError> {
+        self.flush()?;
+        let header_len = self.header.len() as u64 + 1;
+        let result = self
+            .file
+            .set_len(header_len)
+            .and_then(|()| self.file.try_clone());
+        self.out = writer(result.map_err(|e| self.io_error(e))?, header_len);
+        Ok(())
+    }
+
+    /// Replaces the file's rows with `records` atomically: written to a temporary file,
     /// synced, then renamed over the original.
     pub fn rewrite<'a>(
         &mut self,
-        lines: impl IntoIterator<Item = &'a str>,
+        records: impl IntoIterator<Item = &'a Record>,
     ) -> Result<(), CsvError> {
         self.flush()?;
-        let mut tmp_name = self.path.as_os_str().to_owned();
-        tmp_name.push(".tmp");
-        let tmp = PathBuf::from(tmp_name);
-        let write = || -> io::Result<File> {
-            let mut out = BufWriter::new(File::create(&tmp)?);
-            writeln!(out, "{}", self.header)?;
-            for line in lines {
-                writeln!(out, "{line}")?;
-            }
-            let file = out.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            OpenOptions::new().append(true).open(&self.path)
-        };
-        let file = write().map_err(|e| self.io_error(e))?;
-        self.out = BufWriter::with_capacity(1 << 16, file);
+        *self = Self::create(&self.path, &self.header, records)?;
         Ok(())
     }
+}
+
+/// Checks the header of an open file (seeking in it) and finds its complete length.
+fn inspect(file: &mut File, path: &Path, header: &str) -> Result<(u64, OpenReport), CsvError> {
+    let io_error = |source| CsvError::io(path, source);
+    let mut report = OpenReport::default();
+    let len = file.metadata().map_err(io_error)?.len();
+    let complete_len = scan::end_of_last_line(file, len).map_err(io_error)?;
+    report.repaired_bytes = len - complete_len;
+    if complete_len == 0 {
+        // Empty, or only a torn header: check the torn part really is ours.
+        let mut torn = Vec::new();
+        file.seek(SeekFrom::Start(0)).map_err(io_error)?;
+        (&*file)
+            .take(len)
+            .read_to_end(&mut torn)
+            .map_err(io_error)?;
+        if !header.as_bytes().starts_with(&torn) {
+            return Err(CsvError::HeaderMismatch {
+                path: path.to_owned(),
+                found: String::from_utf8_lossy(&torn).into_owned(),
+                expected: header.to_owned(),
+            });
+        }
+        report.created = true;
+    } else {
+        let found = scan::first_line(file).map_err(io_error)?;
+        if found != header {
+            return Err(CsvError::HeaderMismatch {
+                path: path.to_owned(),
+                found,
+                expected: header.to_owned(),
+            });
+        }
+    }
+    Ok((complete_len, report))
+}
+
+/// Writes `header` and `records` to a temporary file, syncs it and renames it over `path`;
+/// returns the new file opened for appending.
+fn write_atomically<'a>(
+    path: &Path,
+    header: &str,
+    records: impl IntoIterator<Item = &'a Record>,
+) -> Result<File, CsvError> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = PathBuf::from(tmp_name);
+    let write = || -> Result<File, csv::Error> {
+        let mut out = BufWriter::new(File::create(&tmp)?);
+        writeln!(out, "{header}")?;
+        let mut records_out = csv::WriterBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_writer(out);
+        for record in records {
+            records_out.write_byte_record(record.fields())?;
+        }
+        let out = records_out
+            .into_inner()
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        Ok(OpenOptions::new().append(true).open(path)?)
+    };
+    write().map_err(|e| CsvError::from_csv(path, e))
 }
 
 #[cfg(test)]
@@ -183,31 +245,35 @@ mod tests {
 
     const HEADER: &str = "id,value";
 
-    fn open(path: &Path) -> Result<(CsvAppender, OpenReport, Vec<String>), CsvError> {
-        let mut rows = Vec::new();
-        let (appender, report) = CsvAppender::open(path, HEADER, |row| rows.push(row.to_owned()))?;
-        Ok((appender, report, rows))
+    fn record(fields: &[&str]) -> Record {
+        let mut record = Record::default();
+        for field in fields {
+            record.push(field);
+        }
+        record
+    }
+
+    fn append(log: &mut CsvAppender, fields: &[&str]) {
+        log.append(&record(fields)).expect("append");
     }
 
     #[test]
     fn creates_then_appends_under_the_same_header() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("sub/log.csv");
-        let (mut log, report, _) = open(&path).expect("open");
+        let (mut log, report) = CsvAppender::open(&path, HEADER).expect("open");
         assert!(report.created);
-        log.append_line("a,1").expect("append");
+        append(&mut log, &["a", "1"]);
         log.flush().expect("flush");
+        assert_eq!(log.durable_len(), "id,value\na,1\n".len() as u64);
         drop(log);
-        let (mut log, report, rows) = open(&path).expect("reopen");
-        assert_eq!(
-            (report.created, report.rows, rows),
-            (false, 1, vec!["a,1".to_owned()])
-        );
-        log.append_line("b,2").expect("append");
+        let (mut log, report) = CsvAppender::open(&path, HEADER).expect("reopen");
+        assert_eq!(report, OpenReport::default());
+        append(&mut log, &["b, with a comma", "2"]);
         log.flush().expect("flush");
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
-            "id,value\na,1\nb,2\n"
+            "id,value\na,1\n\"b, with a comma\",2\n"
         );
     }
 
@@ -216,9 +282,9 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log.csv");
         std::fs::write(&path, "id,value\na,1\nb,2").expect("write");
-        let (mut log, report, rows) = open(&path).expect("open");
-        assert_eq!((report.rows, report.repaired_bytes, rows.len()), (1, 3, 1));
-        log.append_line("c,3").expect("append");
+        let (mut log, report) = CsvAppender::open(&path, HEADER).expect("open");
+        assert_eq!(report.repaired_bytes, 3);
+        append(&mut log, &["c", "3"]);
         log.flush().expect("flush");
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
@@ -231,7 +297,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log.csv");
         std::fs::write(&path, "id,va").expect("write");
-        let (_, report, _) = open(&path).expect("open");
+        let (_, report) = CsvAppender::open(&path, HEADER).expect("open");
         assert!(report.created);
         assert_eq!(std::fs::read_to_string(&path).expect("read"), "id,value\n");
     }
@@ -241,7 +307,15 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log.csv");
         std::fs::write(&path, "id,y_true,y_pred,absolute_error\n1,2,3,1\n").expect("write");
-        let message = open(&path).expect_err("mismatch").to_string();
+        assert!(CsvAppender::check(&path, HEADER).is_err());
+        assert!(CsvAppender::check(&dir.path().join("missing.csv"), HEADER).is_ok());
+        assert!(
+            !dir.path().join("missing.csv").exists(),
+            "check creates nothing"
+        );
+        let message = CsvAppender::open(&path, HEADER)
+            .expect_err("mismatch")
+            .to_string();
         assert!(
             message.contains("log.csv")
                 && message.contains("id,y_true,y_pred,absolute_error")
@@ -255,19 +329,42 @@ mod tests {
     }
 
     #[test]
-    fn rewrite_replaces_the_rows_and_keeps_appending() {
+    fn rewrite_and_clear_replace_the_rows_and_keep_appending() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log.csv");
-        let (mut log, _, _) = open(&path).expect("open");
-        for line in ["a,1", "b,2", "c,3"] {
-            log.append_line(line).expect("append");
+        let (mut log, _) = CsvAppender::open(&path, HEADER).expect("open");
+        for (id, value) in [("a", "1"), ("b", "2"), ("c", "3")] {
+            append(&mut log, &[id, value]);
         }
-        log.rewrite(["b,2"]).expect("rewrite");
-        log.append_line("d,4").expect("append");
+        log.rewrite([&record(&["b", "2"])]).expect("rewrite");
+        append(&mut log, &["d", "4"]);
         log.flush().expect("flush");
         assert_eq!(
             std::fs::read_to_string(&path).expect("read"),
             "id,value\nb,2\nd,4\n"
         );
+        assert_eq!(log.durable_len(), "id,value\nb,2\nd,4\n".len() as u64);
+        log.clear().expect("clear");
+        append(&mut log, &["e", "5"]);
+        log.flush().expect("flush");
+        assert_eq!(
+            std::fs::read_to_string(&path).expect("read"),
+            "id,value\ne,5\n"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_file_and_say_the_cause_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.csv");
+        std::fs::create_dir(&path).expect("a folder where the file should be");
+        let error = CsvAppender::open(&path, HEADER).expect_err("a folder is not a log");
+        let chain: Vec<String> =
+            std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+                .map(ToString::to_string)
+                .collect();
+        let text = chain.join(": ");
+        assert!(text.contains("log.csv"), "{text}");
+        assert_eq!(text.matches("os error").count(), 1, "{text}");
     }
 }

@@ -1,5 +1,4 @@
-use crate::fields;
-use std::borrow::Cow;
+use crate::reader::parse_rows;
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::MetadataExt;
@@ -103,38 +102,34 @@ impl LogTail {
     /// Hands the chosen column of each complete line in `buffer[..=end]` to `on_value`;
     /// the first line read from the file is its header. Returns the rows handed out.
     fn process_lines(&mut self, end: usize, on_value: &mut impl FnMut(&str)) -> io::Result<usize> {
-        let mut rows = 0;
-        for raw in self.buffer[..end].split(|&b| b == b'\n') {
-            let line = match std::str::from_utf8(raw) {
-                Ok(text) => Cow::Borrowed(text),
-                Err(_) => String::from_utf8_lossy(raw),
-            };
-            let line = line.trim_end_matches('\r');
-            if line.is_empty() {
-                continue;
-            }
-            let Some(column) = self.column else {
-                self.column = fields::split(line)
-                    .iter()
-                    .position(|f| f == &self.column_name);
-                if self.column.is_none() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "{}: no column `{}` in header `{line}`",
-                            self.path.display(),
-                            self.column_name
-                        ),
-                    ));
-                }
-                continue;
-            };
-            if let Some(value) = fields::nth(line, column) {
-                on_value(&value);
-                rows += 1;
+        let lines = &self.buffer[..=end];
+        let header_first = self.column.is_none();
+        if header_first {
+            let header_end = lines.iter().position(|&b| b == b'\n').unwrap_or(end);
+            let header = String::from_utf8_lossy(&lines[..header_end]);
+            let header = header.trim_end_matches('\r');
+            self.column = header.split(',').position(|name| name == self.column_name);
+            if self.column.is_none() {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "{}: no column `{}` in header `{header}`",
+                        self.path.display(),
+                        self.column_name
+                    ),
+                ));
             }
         }
-        Ok(rows)
+        let column = self.column.unwrap_or_default();
+        let mut values = 0;
+        let (_, _) = parse_rows(lines, header_first, |row| {
+            if let Some(value) = row.get(column) {
+                on_value(value);
+                values += 1;
+            }
+        })
+        .map_err(io::Error::other)?;
+        Ok(values)
     }
 }
 

@@ -4,10 +4,28 @@
 //! - [`Join`]: the state machine. [`Join::offer`] takes one half (a [`Side`], an ID and a
 //!   value) and answers with an [`Offer`]: a [`Pair`] ready to be logged, a half left
 //!   pending, a duplicate to drop, or the late partner of an evicted half.
-//! - [`Join::evict`] ends the wait of halves whose partner never came: those older than the
-//!   TTL and, past the pending cap, the oldest ones. They come out as [`Orphan`]s.
+//! - [`Join::evict`] ends the wait of halves whose partner will not come, and
+//!   [`Join::accepts`] says when a side must pause because too many of its halves wait.
 //! - [`Fingerprints`]: the bounded memory of IDs already written or evicted, so that a
 //!   redelivered message never produces a second row.
+//!
+//! # When a half gives up waiting
+//! Halves are judged by the *partner side's progress*, not by the wall clock, the way
+//! interval joins in stream processors use watermarks. Each side's watermark is the newest
+//! publish time seen on it (from the message's `published_us`, else from a UUIDv7 ID). A
+//! half waits until the other side's watermark has passed its own stream time by the
+//! grace: a truth whose prediction was lost is given up once later predictions have moved
+//! on, while a model that is down for an hour (a silent side) holds every truth until it
+//! catches up. A half's stream time is its publish time, or the newest time already seen
+//! on its own side if that is later (an item republished after a reconnect arrives behind
+//! newer ones, and its partner arrives equally late).
+//!
+//! Halves whose ID and body carry no time (another producer's IDs) wait by the wall clock,
+//! for the grace. Memory is bounded by backpressure rather than by eviction: once a side
+//! has `max_pending` halves waiting, [`Join::accepts`] tells the caller to stop taking that
+//! side (its messages stay in the broker) until the other side catches up. Only if both
+//! sides are full at once, which needs lost messages on both, are the oldest halves given
+//! up to make room.
 //!
 //! The module does no I/O and reads no clock: the caller passes the time in milliseconds,
 //! which keeps it deterministic under test and lets a restarted service restore pending
@@ -38,6 +56,14 @@ impl Side {
         }
     }
 
+    /// Position in per-side arrays.
+    fn index(self) -> usize {
+        match self {
+            Side::Truth => 0,
+            Side::Prediction => 1,
+        }
+    }
+
     /// The queue's name without prefix, as written in `orphans.csv`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,6 +81,15 @@ pub struct Half {
     pub value: f64,
     /// When `features` published the item, if the producer said so.
     pub published_us: Option<u64>,
+}
+
+impl Half {
+    /// When the item was published, in milliseconds: from the body, else from the ID.
+    pub fn published_ms(&self) -> Option<u64> {
+        self.published_us
+            .map(|us| us / 1000)
+            .or_else(|| self.id.timestamp_ms())
+    }
 }
 
 /// Both halves of an item: one metric row.
@@ -85,9 +120,10 @@ pub struct Orphan {
 /// Why a half stopped waiting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EvictionCause {
-    /// It waited longer than the TTL.
+    /// The other side moved on past it by more than the grace (or, for a half that
+    /// carries no time, it waited longer than the grace).
     Expired,
-    /// Too many halves were pending; the oldest went first.
+    /// Both sides had `max_pending` halves waiting; the oldest went first.
     Capacity,
     /// Its partner came after it had been evicted.
     LatePartner,
@@ -117,12 +153,14 @@ pub enum Offer {
     Late(Orphan),
 }
 
-/// Limits on the join's memory.
+/// Limits on the join's patience and memory.
 #[derive(Clone, Copy, Debug)]
 pub struct JoinLimits {
-    /// How long a half waits for its partner, in milliseconds.
-    pub ttl_ms: u64,
-    /// How many halves may wait at once.
+    /// How far, in milliseconds of publish time, the other side must move past a waiting
+    /// half before it is given up; for a half that carries no time, how long it waits by
+    /// the wall clock.
+    pub grace_ms: u64,
+    /// How many halves of one side may wait at once before that side pauses.
     pub max_pending: usize,
     /// How many written (and, separately, evicted) IDs are remembered to absorb duplicates.
     pub remembered: usize,
@@ -131,19 +169,61 @@ pub struct JoinLimits {
 impl Default for JoinLimits {
     fn default() -> Self {
         Self {
-            ttl_ms: 5 * 60 * 1000,
+            grace_ms: 5 * 60 * 1000,
             max_pending: 100_000,
             remembered: 250_000,
         }
     }
 }
 
+/// Where a waiting half is indexed for eviction.
+#[derive(Clone, Copy, Debug)]
+enum Clock {
+    /// Its stream time (ms): it waits for the other side's watermark.
+    Stream(u64),
+    /// It carries no time: it waits by the wall clock.
+    Wall,
+}
+
 #[derive(Debug)]
 struct Waiting {
     half: Half,
     arrived_ms: u64,
-    /// Key of this half in the arrival order index.
+    clock: Clock,
+    /// Arrival order, which also makes index keys unique.
     seq: u64,
+}
+
+/// The halves of one side waiting for their partner.
+#[derive(Debug, Default)]
+struct SideQueue {
+    /// Timed halves by (stream time, arrival), oldest first.
+    by_stream_time: BTreeMap<(u64, u64), MessageId>,
+    /// Untimed halves by arrival.
+    by_arrival: BTreeMap<u64, MessageId>,
+    /// The newest publish time seen on this side (ms).
+    watermark: Option<u64>,
+}
+
+impl SideQueue {
+    fn len(&self) -> usize {
+        self.by_stream_time.len() + self.by_arrival.len()
+    }
+
+    fn remove(&mut self, waiting: &Waiting) {
+        match waiting.clock {
+            Clock::Stream(time) => self.by_stream_time.remove(&(time, waiting.seq)),
+            Clock::Wall => self.by_arrival.remove(&waiting.seq),
+        };
+    }
+
+    /// The oldest half of this side, timed ones first.
+    fn oldest(&self) -> Option<&MessageId> {
+        self.by_stream_time
+            .values()
+            .next()
+            .or_else(|| self.by_arrival.values().next())
+    }
 }
 
 /// Pairs halves by ID, whatever order they arrive in. See the crate docs.
@@ -151,8 +231,7 @@ struct Waiting {
 pub struct Join {
     limits: JoinLimits,
     pending: HashMap<MessageId, Waiting>,
-    /// Pending IDs in arrival order, for eviction oldest-first without scanning.
-    arrival_order: BTreeMap<u64, MessageId>,
+    sides: [SideQueue; 2],
     next_seq: u64,
     written: Fingerprints,
     evicted: Fingerprints,
@@ -163,7 +242,7 @@ impl Join {
         Self {
             limits,
             pending: HashMap::new(),
-            arrival_order: BTreeMap::new(),
+            sides: Default::default(),
             next_seq: 0,
             written: Fingerprints::new(limits.remembered),
             evicted: Fingerprints::new(limits.remembered),
@@ -181,8 +260,9 @@ impl Join {
         self.evicted.insert(&(id.as_str(), side));
     }
 
-    /// Offers one half that arrived at `now_ms`.
+    /// Offers one half that arrived at `now_ms` (wall clock).
     pub fn offer(&mut self, half: Half, now_ms: u64) -> Offer {
+        let clock = self.advance_watermark(&half, now_ms);
         if self.written.contains(&half.id) {
             return Offer::Duplicate;
         }
@@ -205,10 +285,9 @@ impl Join {
         match self.pending.get(&half.id) {
             Some(waiting) if waiting.half.side == half.side => Offer::Duplicate,
             Some(_) => {
-                let Some(waiting) = self.pending.remove(&half.id) else {
+                let Some(waiting) = self.take(&half.id) else {
                     return Offer::Pending;
                 };
-                self.arrival_order.remove(&waiting.seq);
                 self.written.insert(&half.id);
                 let (truth, prediction) = match half.side {
                     Side::Truth => (half, waiting.half),
@@ -224,12 +303,19 @@ impl Join {
             None => {
                 let seq = self.next_seq;
                 self.next_seq += 1;
-                self.arrival_order.insert(seq, half.id.clone());
+                let queue = &mut self.sides[half.side.index()];
+                match clock {
+                    Clock::Stream(time) => {
+                        queue.by_stream_time.insert((time, seq), half.id.clone())
+                    }
+                    Clock::Wall => queue.by_arrival.insert(seq, half.id.clone()),
+                };
                 self.pending.insert(
                     half.id.clone(),
                     Waiting {
                         half,
                         arrived_ms: now_ms,
+                        clock,
                         seq,
                     },
                 );
@@ -238,36 +324,89 @@ impl Join {
         }
     }
 
-    /// Evicts halves older than the TTL at `now_ms`, then the oldest ones beyond the cap.
+    /// Moves the half's side watermark forward and says how the half would wait. A time
+    /// more than the grace ahead of the wall clock is a producer's broken clock: trusting
+    /// it would stall the other side's evictions, so such a half waits by the wall clock.
+    fn advance_watermark(&mut self, half: &Half, now_ms: u64) -> Clock {
+        let Some(published) = half
+            .published_ms()
+            .filter(|&t| t <= now_ms.saturating_add(self.limits.grace_ms))
+        else {
+            return Clock::Wall;
+        };
+        let watermark = &mut self.sides[half.side.index()].watermark;
+        let stream_time = published.max(watermark.unwrap_or(0));
+        *watermark = Some(stream_time);
+        Clock::Stream(stream_time)
+    }
+
+    /// Removes a waiting half from every index.
+    fn take(&mut self, id: &MessageId) -> Option<Waiting> {
+        let waiting = self.pending.remove(id)?;
+        self.sides[waiting.half.side.index()].remove(&waiting);
+        Some(waiting)
+    }
+
+    /// Whether the caller may take more halves of `side`: false once `max_pending` of them
+    /// wait, until their partners arrive.
+    pub fn accepts(&self, side: Side) -> bool {
+        self.sides[side.index()].len() < self.limits.max_pending
+    }
+
+    /// Gives up the halves whose partner will not come (see the crate docs): those the
+    /// other side's watermark has passed by more than the grace, untimed ones older than
+    /// the grace at `now_ms`, and, only while both sides are full, the oldest.
     pub fn evict(&mut self, now_ms: u64) -> Vec<Orphan> {
-        let mut orphans = Vec::new();
-        while let Some((&seq, id)) = self.arrival_order.first_key_value() {
-            let Some(waiting) = self.pending.get(id) else {
-                self.arrival_order.remove(&seq);
-                continue;
-            };
-            let expired = now_ms.saturating_sub(waiting.arrived_ms) >= self.limits.ttl_ms;
-            let over_cap = self.pending.len() > self.limits.max_pending;
-            if !expired && !over_cap {
-                break;
+        let grace = self.limits.grace_ms;
+        let mut doomed = Vec::new();
+        for side in [Side::Truth, Side::Prediction] {
+            let queue = &self.sides[side.index()];
+            if let Some(other_watermark) = self.sides[side.other().index()].watermark {
+                doomed.extend(
+                    queue
+                        .by_stream_time
+                        .iter()
+                        .take_while(|((time, _), _)| time.saturating_add(grace) < other_watermark)
+                        .map(|(_, id)| (id.clone(), EvictionCause::Expired)),
+                );
             }
-            let cause = if expired {
-                EvictionCause::Expired
+            doomed.extend(
+                queue
+                    .by_arrival
+                    .values()
+                    .map_while(|id| self.pending.get(id))
+                    .take_while(|waiting| now_ms.saturating_sub(waiting.arrived_ms) >= grace)
+                    .map(|waiting| (waiting.half.id.clone(), EvictionCause::Expired)),
+            );
+        }
+        let mut orphans: Vec<Orphan> = doomed
+            .into_iter()
+            .filter_map(|(id, cause)| self.give_up(&id, cause))
+            .collect();
+        // Both sides paused would wait for each other forever: free the side that needs the
+        // fewest evictions to move again.
+        while !self.accepts(Side::Truth) && !self.accepts(Side::Prediction) {
+            let emptier = if self.sides[0].len() <= self.sides[1].len() {
+                Side::Truth
             } else {
-                EvictionCause::Capacity
+                Side::Prediction
             };
-            let id = id.clone();
-            self.arrival_order.remove(&seq);
-            if let Some(waiting) = self.pending.remove(&id) {
-                self.evicted.insert(&(id.as_str(), waiting.half.side));
-                orphans.push(Orphan {
-                    half: waiting.half,
-                    arrived_ms: waiting.arrived_ms,
-                    cause,
-                });
-            }
+            let Some(id) = self.sides[emptier.index()].oldest().cloned() else {
+                break;
+            };
+            orphans.extend(self.give_up(&id, EvictionCause::Capacity));
         }
         orphans
+    }
+
+    fn give_up(&mut self, id: &MessageId, cause: EvictionCause) -> Option<Orphan> {
+        let waiting = self.take(id)?;
+        self.evicted.insert(&(id.as_str(), waiting.half.side));
+        Some(Orphan {
+            half: waiting.half,
+            arrived_ms: waiting.arrived_ms,
+            cause,
+        })
     }
 
     /// Number of halves waiting for their partner.
@@ -275,12 +414,16 @@ impl Join {
         self.pending.len()
     }
 
+    /// Number of halves of `side` waiting for their partner.
+    pub fn pending_on(&self, side: Side) -> usize {
+        self.sides[side.index()].len()
+    }
+
     /// The halves waiting for their partner, with their arrival times, oldest first.
-    pub fn pending(&self) -> impl Iterator<Item = (&Half, u64)> {
-        self.arrival_order
-            .values()
-            .filter_map(|id| self.pending.get(id))
-            .map(|w| (&w.half, w.arrived_ms))
+    pub fn pending(&self) -> Vec<(&Half, u64)> {
+        let mut waiting: Vec<&Waiting> = self.pending.values().collect();
+        waiting.sort_unstable_by_key(|w| w.seq);
+        waiting.iter().map(|w| (&w.half, w.arrived_ms)).collect()
     }
 }
 

@@ -17,7 +17,7 @@ fn half(side: Side, n: u32, value: f64) -> Half {
 
 fn roomy() -> Join {
     Join::new(JoinLimits {
-        ttl_ms: u64::MAX,
+        grace_ms: u64::MAX,
         max_pending: usize::MAX,
         remembered: 1 << 20,
     })
@@ -76,9 +76,9 @@ fn published_time_comes_from_either_half() {
 }
 
 #[test]
-fn expired_halves_become_orphans_and_their_late_partners_too() {
+fn untimed_halves_expire_by_the_wall_clock_and_their_late_partners_too() {
     let mut join = Join::new(JoinLimits {
-        ttl_ms: 100,
+        grace_ms: 100,
         max_pending: 10,
         remembered: 100,
     });
@@ -105,18 +105,150 @@ fn expired_halves_become_orphans_and_their_late_partners_too() {
 }
 
 #[test]
-fn the_cap_evicts_the_oldest_first() {
+fn a_full_side_pauses_instead_of_evicting() {
     let mut join = Join::new(JoinLimits {
-        ttl_ms: u64::MAX,
+        grace_ms: u64::MAX,
         max_pending: 2,
         remembered: 100,
     });
-    for n in 0..5 {
+    for n in 0..3 {
         join.offer(half(Side::Truth, n, 1.0), u64::from(n));
     }
-    let evicted: Vec<_> = join.evict(10).into_iter().map(|o| o.half.id).collect();
-    assert_eq!(evicted, vec![id(0), id(1), id(2)]);
-    assert_eq!(join.pending_len(), 2);
+    assert!(!join.accepts(Side::Truth) && join.accepts(Side::Prediction));
+    assert!(
+        join.evict(10).is_empty(),
+        "one full side is backpressure, not loss"
+    );
+    // Its partners arriving make room again.
+    join.offer(half(Side::Prediction, 0, 2.0), 11);
+    join.offer(half(Side::Prediction, 1, 2.0), 12);
+    assert!(join.accepts(Side::Truth));
+}
+
+#[test]
+fn only_two_full_sides_give_up_the_oldest() {
+    let mut join = Join::new(JoinLimits {
+        grace_ms: u64::MAX,
+        max_pending: 2,
+        remembered: 100,
+    });
+    for n in 0..3 {
+        join.offer(half(Side::Truth, n, 1.0), u64::from(n));
+        join.offer(half(Side::Prediction, 10 + n, 1.0), u64::from(n));
+    }
+    let evicted: Vec<_> = join
+        .evict(10)
+        .into_iter()
+        .map(|o| (o.half.id, o.cause))
+        .collect();
+    assert_eq!(
+        evicted,
+        vec![
+            (id(0), EvictionCause::Capacity),
+            (id(1), EvictionCause::Capacity)
+        ]
+    );
+    assert!(join.accepts(Side::Truth) && !join.accepts(Side::Prediction));
+}
+
+/// A half published at `ms` milliseconds since the epoch.
+fn timed(side: Side, n: u32, ms: u64) -> Half {
+    Half {
+        published_us: Some(ms * 1000),
+        ..half(side, n, 1.0)
+    }
+}
+
+#[test]
+fn a_silent_side_holds_its_partners_whatever_the_wall_clock() {
+    let mut join = Join::new(JoinLimits {
+        grace_ms: 1_000,
+        max_pending: usize::MAX,
+        remembered: 100,
+    });
+    let hour = 3_600_000;
+    join.offer(timed(Side::Prediction, 0, 0), 0);
+    for n in 1..100 {
+        join.offer(timed(Side::Truth, n, u64::from(n) * 10), u64::from(n) * 10);
+    }
+    // The model is down for an hour: nothing expires.
+    assert!(join.evict(hour).is_empty());
+    // It comes back and catches up: every truth finds its prediction.
+    for n in 1..100 {
+        let offer = join.offer(timed(Side::Prediction, n, u64::from(n) * 10), hour);
+        assert!(matches!(offer, Offer::Matched(_)), "{n}: {offer:?}");
+        assert!(join.evict(hour).is_empty());
+    }
+}
+
+#[test]
+fn a_half_is_given_up_once_the_other_side_moved_past_it_by_the_grace() {
+    let mut join = Join::new(JoinLimits {
+        grace_ms: 1_000,
+        max_pending: usize::MAX,
+        remembered: 100,
+    });
+    let now = 5_000;
+    // Truth 0 (published at 0 s) whose prediction was lost.
+    join.offer(timed(Side::Truth, 0, 0), now);
+    for n in 1..=10 {
+        let t = u64::from(n) * 100;
+        join.offer(timed(Side::Truth, n, t), now);
+        join.offer(timed(Side::Prediction, n, t), now);
+    }
+    assert!(
+        join.evict(now).is_empty(),
+        "predictions reached 1.0 s, not past 0 + grace"
+    );
+    join.offer(timed(Side::Truth, 11, 1_001), now);
+    join.offer(timed(Side::Prediction, 11, 1_001), now);
+    let orphans = join.evict(now);
+    assert_eq!(orphans.len(), 1);
+    assert_eq!(
+        (&orphans[0].half.id, orphans[0].cause),
+        (&id(0), EvictionCause::Expired)
+    );
+}
+
+#[test]
+fn a_republished_item_waits_from_where_it_arrives_in_the_stream() {
+    let mut join = Join::new(JoinLimits {
+        grace_ms: 1_000,
+        max_pending: usize::MAX,
+        remembered: 100,
+    });
+    let now = 10_000;
+    for n in 1..=50 {
+        join.offer(timed(Side::Truth, n, u64::from(n) * 100), now);
+    }
+    // Item 0 (published at 0 s) was sent again after a reconnect: its truth arrives after
+    // newer ones, and so will its prediction.
+    join.offer(timed(Side::Truth, 0, 0), now);
+    for n in 1..=50 {
+        join.offer(timed(Side::Prediction, n, u64::from(n) * 100), now);
+        assert!(
+            join.evict(now).is_empty(),
+            "item 0 given up before its prediction came"
+        );
+    }
+    assert!(matches!(
+        join.offer(timed(Side::Prediction, 0, 0), now),
+        Offer::Matched(_)
+    ));
+}
+
+#[test]
+fn a_time_from_a_broken_clock_does_not_stall_eviction() {
+    let mut join = Join::new(JoinLimits {
+        grace_ms: 1_000,
+        max_pending: usize::MAX,
+        remembered: 100,
+    });
+    let now = 1_000_000;
+    // Published "a day from now": waits by the wall clock instead.
+    join.offer(timed(Side::Truth, 0, now + 86_400_000), now);
+    assert!(join.evict(now + 999).is_empty());
+    assert_eq!(join.evict(now + 1_000).len(), 1);
 }
 
 #[test]
@@ -188,18 +320,18 @@ proptest! {
             prop_assert_eq!((pair.y_true, pair.y_pred), (t, p));
             prop_assert_eq!(pair.absolute_error(), (t - p).abs());
         }
-        let pending: HashSet<MessageId> = join.pending().map(|(h, _)| h.id.clone()).collect();
+        let pending: HashSet<MessageId> = join.pending().into_iter().map(|(h, _)| h.id.clone()).collect();
         let one_side: HashSet<MessageId> = truths.symmetric_difference(&predictions).map(|n| id(*n)).collect();
         prop_assert_eq!(pending, one_side);
     }
 
     #[test]
-    fn eviction_never_drops_a_pair_completed_within_the_ttl(
+    fn untimed_eviction_never_drops_a_pair_completed_within_the_grace(
         gaps in proptest::collection::vec((0u64..50, 0u64..200), 1..60),
         ttl in 1u64..150,
     ) {
         // Item i's truth arrives at time 10*i, its prediction `gap` later; evictions run often.
-        let mut join = Join::new(JoinLimits { ttl_ms: ttl, max_pending: usize::MAX, remembered: 1000 });
+        let mut join = Join::new(JoinLimits { grace_ms: ttl, max_pending: usize::MAX, remembered: 1000 });
         let mut events: Vec<(u64, u32, Side)> = Vec::new();
         for (i, (_, gap)) in gaps.iter().enumerate() {
             let start = 10 * i as u64;
@@ -228,5 +360,60 @@ proptest! {
                 prop_assert!(orphaned.contains(&key) && !matched.contains(&key), "late pair {} must be an orphan", i);
             }
         }
+    }
+}
+
+proptest! {
+    /// Truths in publish order; predictions in publish order but displaced by less than the
+    /// grace (model replicas), arbitrarily late (outages), some lost. Whatever the wall clock
+    /// does, every item with both halves is a row, and a half is given up only once the
+    /// other side has moved past it by the grace.
+    #[test]
+    fn watermark_eviction_never_drops_a_pair_whose_partner_comes(
+        lost in proptest::collection::vec(proptest::bool::weighted(0.1), 1..80),
+        displacement in proptest::collection::vec(0u64..9, 80),
+        prediction_lag in 0usize..80,
+        wall_step in 0u64..10_000_000,
+    ) {
+        let grace = 100;
+        // Item i is published at 10·i ms: a displacement of less than 10 items stays within the grace.
+        let items = lost.len();
+        let mut join = Join::new(JoinLimits { grace_ms: grace, max_pending: usize::MAX, remembered: 1000 });
+        let mut predictions: Vec<(u64, u32)> = (0..items)
+            .filter(|&i| !lost[i])
+            .map(|i| (10 * i as u64 + 10 * displacement[i], i as u32))
+            .collect();
+        predictions.sort_unstable();
+        let mut events: Vec<Half> = (0..items).map(|i| timed(Side::Truth, i as u32, 10 * i as u64)).collect();
+        let lag = prediction_lag.min(events.len());
+        let mut merged = events.split_off(lag);
+        let mut early: Vec<Half> = events;
+        // The first `lag` truths come before any prediction; then truths and predictions alternate.
+        let mut predictions = predictions.into_iter().map(|(_, i)| timed(Side::Prediction, i, 10 * u64::from(i)));
+        let mut rest = Vec::new();
+        for truth in merged.drain(..) {
+            rest.push(truth);
+            rest.extend(predictions.next());
+        }
+        rest.extend(predictions);
+        early.extend(rest);
+        let mut matched = HashSet::new();
+        // The wall clock starts after every publish time and runs at any speed.
+        let mut wall = 1_000_000;
+        for half in early {
+            wall += wall_step;
+            let (side, n) = (half.side, half.id.clone());
+            match join.offer(half, wall) {
+                Offer::Matched(pair) => { matched.insert(pair.id); }
+                Offer::Late(orphan) => prop_assert!(false, "late partner {:?} of {:?}", side, orphan.half.id),
+                Offer::Pending | Offer::Duplicate => {}
+            }
+            for orphan in join.evict(wall) {
+                let i: usize = orphan.half.id.as_str().trim_start_matches("id-").parse().expect("n");
+                prop_assert!(lost[i], "item {} had both halves but was given up ({:?})", i, n);
+            }
+        }
+        let expected = lost.iter().filter(|l| !**l).count();
+        prop_assert_eq!(matched.len(), expected);
     }
 }

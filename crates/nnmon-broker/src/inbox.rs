@@ -1,0 +1,87 @@
+use crate::BrokerError;
+use futures_util::FutureExt;
+use futures_util::stream::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, Consumer};
+
+/// Deliveries from one queue on a channel of its own: its prefetch, its acks and its pace
+/// belong to that queue alone, so a service can stop reading one queue (backpressure)
+/// without its unread deliveries being acked along with another queue's.
+pub struct Inbox {
+    channel: Channel,
+    queue: String,
+    consumer: Consumer,
+}
+
+impl Inbox {
+    pub(crate) async fn open(
+        connection: &Connection,
+        queue: &str,
+        prefetch: u16,
+    ) -> Result<Self, BrokerError> {
+        let channel = connection.create_channel().await?;
+        channel
+            .basic_qos(prefetch, BasicQosOptions::default())
+            .await?;
+        let consumer = channel
+            .basic_consume(
+                queue.into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        Ok(Self {
+            channel,
+            queue: queue.to_owned(),
+            consumer,
+        })
+    }
+
+    /// The queue this inbox consumes.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Waits for at least one delivery, then takes every delivery already buffered.
+    /// Deliveries complete in delivery-tag order, so afterwards no delivery with a lower tag
+    /// than the batch's highest is left unread: acking that one with `multiple` (see
+    /// [`ack`](Self::ack)) settles exactly this batch and earlier ones.
+    ///
+    /// Errors when the channel or connection fails, and when the broker cancels the
+    /// consumer (its queue was deleted): the caller rebuilds the topology and consumers as
+    /// after a lost connection, instead of going on without this queue.
+    pub async fn next_batch(&mut self) -> Result<Vec<Delivery>, BrokerError> {
+        let first = self.consumer.next().await.ok_or_else(|| self.cancelled())?;
+        let mut batch = vec![first?];
+        loop {
+            match self.consumer.next().now_or_never() {
+                Some(Some(delivery)) => batch.push(delivery?),
+                Some(None) => return Err(self.cancelled()),
+                None => return Ok(batch),
+            }
+        }
+    }
+
+    fn cancelled(&self) -> BrokerError {
+        BrokerError::ConsumerCancelled {
+            queue: self.queue.clone(),
+        }
+    }
+
+    /// Acks every delivery of `batch`, and all earlier ones, in one frame.
+    pub async fn ack(&self, batch: &[Delivery]) -> Result<(), BrokerError> {
+        if let Some(newest) = batch.iter().max_by_key(|d| d.delivery_tag) {
+            newest.acker.ack(BasicAckOptions { multiple: true }).await?;
+        }
+        Ok(())
+    }
+
+    /// Stops consuming; deliveries not yet acked go back to their queue.
+    pub async fn close(self) -> Result<(), BrokerError> {
+        self.channel.close(200, "done".into()).await?;
+        Ok(())
+    }
+}
