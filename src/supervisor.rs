@@ -2,7 +2,7 @@
 //! everything (connection, channels, topology, prefetch, consumers) and run it again.
 
 use anyhow::Result;
-use nnmon_broker::{AmqpError, Broker, BrokerError, BrokerUrl, RetryPolicy};
+use nnmon_broker::{AmqpError, Broker, BrokerError, BrokerUrl, RetryPolicy, is_refusal};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
@@ -11,16 +11,23 @@ use tracing::warn;
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 
 /// Whether `error` means the broker connection failed (retry) rather than the service
-/// itself (give up).
+/// itself, or the broker refusing this user's credentials or permissions (give up).
 fn is_broker_failure(error: &anyhow::Error) -> bool {
-    error
-        .chain()
-        .any(|cause| cause.is::<BrokerError>() || cause.is::<AmqpError>())
+    error.chain().any(|cause| {
+        if let Some(error) = cause.downcast_ref::<BrokerError>() {
+            !error.is_permanent()
+        } else if let Some(error) = cause.downcast_ref::<AmqpError>() {
+            !is_refusal(error)
+        } else {
+            false
+        }
+    })
 }
 
 /// Runs `session` on a fresh connection until it returns `Ok` (done) or a non-broker
-/// error; a broker failure closes that connection and starts a new session after a backoff.
-/// Returns `Ok` at once if `cancel` fires while connecting.
+/// error; a broker failure closes that connection and starts a new session after a
+/// jittered backoff. Returns `Ok` at once if `cancel` fires while connecting, and an error
+/// at once if the broker refuses the user, the vhost or the permissions.
 pub async fn supervise(
     name: &str,
     url: &BrokerUrl,
@@ -28,9 +35,9 @@ pub async fn supervise(
     mut session: impl AsyncFnMut(&Broker) -> Result<()>,
 ) -> Result<()> {
     let retry = RetryPolicy::default();
-    let mut failures = 0u32;
+    let mut backoff = retry.backoff();
     loop {
-        let Some(broker) = Broker::connect(url, name, retry, cancel).await else {
+        let Some(broker) = Broker::connect(url, name, retry, cancel).await? else {
             return Ok(());
         };
         let started = Instant::now();
@@ -38,12 +45,10 @@ pub async fn supervise(
         match result {
             Err(error) if is_broker_failure(&error) && !cancel.is_cancelled() => {
                 drop(broker);
-                failures = if started.elapsed() > HEALTHY_SESSION {
-                    1
-                } else {
-                    failures + 1
-                };
-                let delay = retry.delay(failures);
+                if started.elapsed() > HEALTHY_SESSION {
+                    backoff = retry.backoff();
+                }
+                let delay = backoff.next().unwrap_or(retry.max);
                 warn!(
                     service = name,
                     error = format!("{error:#}"),
@@ -60,5 +65,27 @@ pub async fn supervise(
                 return other;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused() -> BrokerError {
+        BrokerError::Refused {
+            user: "ops".into(),
+            vhost: "/".into(),
+            reason: "ACCESS_REFUSED".into(),
+        }
+    }
+
+    #[test]
+    fn broker_failures_are_retried_but_refusals_and_service_errors_are_not() {
+        let lost = anyhow::Error::new(BrokerError::Nacked).context("publishing");
+        assert!(is_broker_failure(&lost));
+        let refused = anyhow::Error::new(refused()).context("declaring the pipeline's queues");
+        assert!(!is_broker_failure(&refused));
+        assert!(!is_broker_failure(&anyhow::anyhow!("disk full")));
     }
 }

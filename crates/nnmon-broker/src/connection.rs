@@ -1,4 +1,5 @@
 use crate::{BrokerUrl, Inbox, Publisher};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
@@ -6,18 +7,74 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// What can go wrong talking to the broker. Every variant means "this connection is no
-/// longer trustworthy": the caller rebuilds it and carries on.
+/// What can go wrong talking to the broker. Every variant but [`Refused`](Self::Refused)
+/// means "this connection is no longer trustworthy": the caller rebuilds it and carries on
+/// (see [`is_permanent`](Self::is_permanent)).
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("AMQP: {0}")]
     Amqp(#[from] lapin::Error),
+    /// The broker refused this user for good: a wrong password, a missing or forbidden
+    /// vhost, or missing permissions. Retrying cannot help.
+    #[error("the broker refused user `{user}` on vhost `{vhost}`: {reason}")]
+    Refused {
+        user: String,
+        vhost: String,
+        reason: String,
+    },
     #[error("the broker refused (nacked) a published message")]
     Nacked,
     #[error("a published message was returned as unroutable (its queue is gone)")]
     Returned,
     #[error("the broker cancelled the consumer of queue {queue} (deleted, or a failover?)")]
     ConsumerCancelled { queue: String },
+}
+
+impl BrokerError {
+    /// Whether retrying cannot help (see [`is_refusal`]).
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Self::Refused { .. } => true,
+            Self::Amqp(error) => is_refusal(error),
+            _ => false,
+        }
+    }
+
+    /// `error` as [`Refused`](Self::Refused), naming `url`'s user and vhost, when it is a
+    /// refusal (`connecting`: it answered the login, see [`refusal_reason`]).
+    fn classify(error: lapin::Error, url: &BrokerUrl, connecting: bool) -> Self {
+        match refusal_reason(&error, connecting) {
+            Some(reason) => Self::Refused {
+                user: url.user().to_owned(),
+                vhost: url.vhost().to_owned(),
+                reason,
+            },
+            None => Self::Amqp(error),
+        }
+    }
+}
+
+/// Whether `error` is the broker's ACCESS_REFUSED (403): wrong credentials at login, or
+/// missing permissions for what was asked later. Retrying cannot help.
+pub fn is_refusal(error: &lapin::Error) -> bool {
+    refusal_reason(error, false).is_some()
+}
+
+/// The broker's text when `error` refuses this user for good. At login (`connecting`)
+/// NOT_ALLOWED (530) counts too: RabbitMQ answers a missing vhost, or one the user has
+/// no permissions on, with it. Later, NOT_ALLOWED means something else and is not
+/// permanent.
+fn refusal_reason(error: &lapin::Error, connecting: bool) -> Option<String> {
+    use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
+    let lapin::ErrorKind::ProtocolError(amqp) = error.kind() else {
+        return None;
+    };
+    let refused = match amqp.kind() {
+        AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => true,
+        AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => connecting,
+        _ => false,
+    };
+    refused.then(|| amqp.get_message().to_string())
 }
 
 /// Whether `error` is the broker's 406 PRECONDITION_FAILED: the queue exists with other
@@ -28,7 +85,9 @@ fn is_precondition_failed(error: &lapin::Error) -> bool {
         if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
 }
 
-/// How long to wait between connection attempts: doubling from `initial` up to `max`.
+/// How long to wait between connection attempts: exponential backoff with jitter, never
+/// shorter than `initial` nor longer than `max`. The jitter keeps services that lost the
+/// broker together (a broker restart) from reconnecting in lockstep.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
     pub initial: Duration,
@@ -45,10 +104,18 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// The delay after `attempt` failures (1-based).
-    pub fn delay(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(16));
-        self.initial.saturating_mul(factor).min(self.max)
+    /// The successive delays of one run of failures, without end. backon draws each from
+    /// `[base, 2 base)`, the base doubling from `initial`; capping the base at `max / 2`
+    /// keeps every delay under `max` while the jitter stays as wide at the cap.
+    pub fn backoff(&self) -> impl Iterator<Item = Duration> + Send + use<> {
+        let max = self.max;
+        ExponentialBuilder::new()
+            .with_min_delay(self.initial)
+            .with_max_delay(max / 2)
+            .with_jitter()
+            .without_max_times()
+            .build()
+            .map(move |delay| delay.min(max))
     }
 }
 
@@ -65,49 +132,58 @@ pub enum QueueState {
 /// One connection to the broker.
 pub struct Broker {
     connection: Connection,
+    /// Names the user and vhost when the broker refuses them.
+    url: BrokerUrl,
 }
 
 impl Broker {
-    /// Connects, retrying with backoff until the broker answers. Returns `None` if
-    /// `cancel` fires first.
+    /// Connects, retrying with backoff while the broker cannot be reached. Returns
+    /// `Ok(None)` if `cancel` fires first, and [`BrokerError::Refused`] at once when the
+    /// broker answers but refuses the login or the vhost: retrying cannot fix those.
     pub async fn connect(
         url: &BrokerUrl,
         name: &str,
         retry: RetryPolicy,
         cancel: &CancellationToken,
-    ) -> Option<Self> {
+    ) -> Result<Option<Self>, BrokerError> {
+        let mut backoff = retry.backoff();
         let mut attempt = 0u32;
         loop {
             let properties = ConnectionProperties::default().with_connection_name(name.into());
             let result = tokio::select! {
                 result = Connection::connect_uri(url.uri(), properties) => result,
-                () = cancel.cancelled() => return None,
+                () = cancel.cancelled() => return Ok(None),
             };
-            match result {
+            attempt += 1;
+            let error = match result {
                 Ok(connection) => {
-                    if attempt > 0 {
-                        info!(broker = %url, attempts = attempt + 1, "connected to the broker");
+                    if attempt > 1 {
+                        info!(broker = %url, attempts = attempt, "connected to the broker");
                     } else {
                         info!(broker = %url, "connected to the broker");
                     }
-                    return Some(Self { connection });
+                    let url = url.clone();
+                    return Ok(Some(Self { connection, url }));
                 }
-                Err(error) => {
-                    attempt += 1;
-                    let delay = retry.delay(attempt);
-                    warn!(broker = %url, %error, attempt, retry_in_ms = delay.as_millis() as u64, "broker not reachable yet; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(delay) => {}
-                        () = cancel.cancelled() => return None,
-                    }
-                }
+                Err(error) => match BrokerError::classify(error, url, true) {
+                    BrokerError::Amqp(error) => error,
+                    refused => return Err(refused),
+                },
+            };
+            let delay = backoff.next().unwrap_or(retry.max);
+            warn!(broker = %url, %error, attempt, retry_in_ms = delay.as_millis() as u64, "broker not reachable yet; retrying");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                () = cancel.cancelled() => return Ok(None),
             }
         }
     }
 
-    /// Declares a durable queue, or accepts an existing one as it is.
+    /// Declares a durable queue, or accepts an existing one as it is. Missing permissions
+    /// are [`BrokerError::Refused`].
     pub async fn declare_queue(&self, queue: &str) -> Result<QueueState, BrokerError> {
-        let channel = self.connection.create_channel().await?;
+        let refused = |error| BrokerError::classify(error, &self.url, false);
+        let channel = self.connection.create_channel().await.map_err(refused)?;
         let durable = QueueDeclareOptions {
             durable: true,
             ..QueueDeclareOptions::default()
@@ -120,18 +196,19 @@ impl Broker {
             Err(error) if is_precondition_failed(&error) => {
                 // PRECONDITION_FAILED closed that channel; ask on a fresh one whether the
                 // queue exists at all, without asserting its properties.
-                let channel = self.connection.create_channel().await?;
+                let channel = self.connection.create_channel().await.map_err(refused)?;
                 let passive = QueueDeclareOptions {
                     passive: true,
                     ..QueueDeclareOptions::default()
                 };
                 channel
                     .queue_declare(queue.into(), passive, FieldTable::default())
-                    .await?;
+                    .await
+                    .map_err(refused)?;
                 warn!(queue, %error, "queue exists with other properties (a seed deployment's transient queue?); using it as it is, so its messages will not survive a broker restart");
                 Ok(QueueState::ExistingWithOtherProperties)
             }
-            Err(error) => Err(error.into()),
+            Err(error) => Err(refused(error)),
         }
     }
 
@@ -166,5 +243,71 @@ impl Broker {
         {
             warn!(%error, "closing the broker connection failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPHardError, AMQPSoftError};
+
+    fn amqp(kind: AMQPErrorKind, text: &str) -> lapin::Error {
+        lapin::ErrorKind::ProtocolError(AMQPError::new(kind, text.into())).into()
+    }
+
+    #[test]
+    fn backoff_is_jittered_within_its_bounds() {
+        let policy = RetryPolicy::default();
+        let runs: Vec<Vec<Duration>> = (0..20)
+            .map(|_| policy.backoff().take(12).collect())
+            .collect();
+        for run in &runs {
+            assert!(run[0] < 2 * policy.initial, "{run:?}");
+            for delay in run {
+                assert!(
+                    (policy.initial..=policy.max).contains(delay),
+                    "{delay:?} out of bounds in {run:?}"
+                );
+            }
+            // Still growing early on: the jitter never reaches the next base.
+            assert!(run[0] < run[2] && run[2] < run[4], "{run:?}");
+        }
+        // Services failing together draw different delays, at the start and at the cap.
+        for step in [0, 11] {
+            let first = runs[0][step];
+            assert!(
+                runs.iter().any(|run| run[step] != first),
+                "every run waited {first:?} at step {step}"
+            );
+        }
+    }
+
+    #[test]
+    fn refusals_are_permanent_and_other_failures_are_not() {
+        let url: BrokerUrl = "amqp://ops:s3cret@broker/staging".parse().expect("valid");
+        let login = amqp(
+            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
+            "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN.",
+        );
+        let vhost = amqp(
+            AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED),
+            "NOT_ALLOWED - vhost staging not found",
+        );
+        let unreachable =
+            lapin::Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let refused = BrokerError::classify(login.clone(), &url, true);
+        assert!(refused.is_permanent());
+        let text = refused.to_string();
+        assert!(
+            text.contains("`ops`") && text.contains("`staging`") && !text.contains("s3cret"),
+            "{text}"
+        );
+        assert!(BrokerError::classify(vhost.clone(), &url, true).is_permanent());
+        // NOT_ALLOWED after the login is about something else (and says so itself).
+        assert!(!BrokerError::classify(vhost, &url, false).is_permanent());
+        // ACCESS_REFUSED later on: missing permissions for what was asked.
+        assert!(BrokerError::Amqp(login).is_permanent());
+        assert!(!BrokerError::classify(unreachable, &url, true).is_permanent());
+        assert!(!BrokerError::Nacked.is_permanent());
     }
 }

@@ -3,7 +3,9 @@
 //! # Layout
 //! - [`BrokerUrl`]: a validated AMQP URL that never shows its password when printed.
 //! - [`Broker`]: one connection. [`Broker::connect`] retries with capped exponential
-//!   backoff until the broker answers (or shutdown is requested); it declares durable
+//!   backoff and jitter ([`RetryPolicy`]) until the broker answers (or shutdown is
+//!   requested), but gives up at once when the broker refuses the user, the vhost or the
+//!   permissions ([`BrokerError::Refused`], [`is_refusal`]); it declares durable
 //!   queues (accepting, with a warning, queues that already exist with other properties),
 //!   and opens [`Publisher`]s and consumers.
 //! - [`Publisher`]: a confirm-mode channel with a window of messages in flight. Messages
@@ -22,7 +24,7 @@ mod inbox;
 mod publisher;
 mod url;
 
-pub use connection::{Broker, BrokerError, QueueState, RetryPolicy};
+pub use connection::{Broker, BrokerError, QueueState, RetryPolicy, is_refusal};
 pub use inbox::Inbox;
 pub use lapin::message::Delivery;
 pub use lapin::options::BasicAckOptions;

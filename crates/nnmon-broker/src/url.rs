@@ -61,6 +61,16 @@ impl BrokerUrl {
     pub(crate) fn uri(&self) -> lapin::uri::AMQPUri {
         self.uri.clone()
     }
+
+    /// The user name the broker is asked to log in (decoded, never the password).
+    pub fn user(&self) -> &str {
+        &self.uri.authority.userinfo.username
+    }
+
+    /// The virtual host asked for (decoded: `%2f` is `/`).
+    pub fn vhost(&self) -> &str {
+        &self.uri.vhost
+    }
 }
 
 impl fmt::Display for BrokerUrl {
@@ -111,6 +121,14 @@ mod tests {
         assert_eq!(url.uri().query.heartbeat, Some(DEFAULT_HEARTBEAT_SECS));
         let url: BrokerUrl = "amqp://u:p@broker/?heartbeat=30".parse().expect("valid");
         assert_eq!(url.uri().query.heartbeat, Some(30));
+    }
+
+    #[test]
+    fn user_and_vhost_are_decoded() {
+        let url: BrokerUrl = "amqp://ops%40site:pw@broker/%2f".parse().expect("valid");
+        assert_eq!((url.user(), url.vhost()), ("ops@site", "/"));
+        let url: BrokerUrl = "amqp://u:pw@broker/staging".parse().expect("valid");
+        assert_eq!((url.user(), url.vhost()), ("u", "staging"));
     }
 
     #[test]
