@@ -7,13 +7,17 @@
 //!   plus `train`, which fits the model offline.
 //! - [`supervisor`]: runs a service's broker session and rebuilds connection, channels and
 //!   consumers whenever the broker goes away, until shutdown.
-//! - [`shutdown`]: turns SIGINT/SIGTERM into a cancellation token every service watches.
+//! - [`shutdown`]: turns SIGINT/SIGTERM into a cancellation token every service watches;
+//!   a second signal exits at once.
+//! - [`logging`]: log lines on stderr, filtered by `RUST_LOG`; a failed write never stops
+//!   a service.
 //!
 //! The pure logic lives in the workspace crates: `nnmon-proto` (wire format), `nnmon-join`
 //! (the ID join), `nnmon-model` (data set and model), `nnmon-report` (statistics and chart),
 //! `nnmon-csvlog` (CSV files) and `nnmon-broker` (AMQP plumbing).
 
 pub mod cli;
+pub mod logging;
 pub mod services;
 pub mod shutdown;
 pub mod supervisor;
