@@ -45,7 +45,7 @@ pub struct BrokerArgs {
     pub queue_prefix: String,
     /// Unacknowledged messages each consumer may hold (metric has two), and the publish
     /// confirm window.
-    #[arg(long, env = "NNMON_PREFETCH", default_value_t = 500, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, env = "NNMON_PREFETCH", default_value_t = 500, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..))]
     pub prefetch: u16,
 }
 
@@ -54,13 +54,18 @@ pub struct FeaturesArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
     /// Seconds to wait between items (fractions and 0 allowed).
-    #[arg(long, env = "NNMON_DELAY", default_value = "10", value_parser = parse_seconds)]
+    #[arg(long, env = "NNMON_DELAY", default_value = "10", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub delay: Duration,
     /// Items to send before exiting once all are confirmed; 0 streams forever.
-    #[arg(long, env = "NNMON_COUNT", default_value_t = 0)]
+    #[arg(
+        long,
+        env = "NNMON_COUNT",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
     pub count: u64,
     /// Seed for the row sequence, making it reproducible; random when absent.
-    #[arg(long, env = "NNMON_SEED")]
+    #[arg(long, env = "NNMON_SEED", allow_negative_numbers = true)]
     pub seed: Option<u64>,
     /// Append the ID of every item the broker confirmed to this file (an audit trail to
     /// check the metric log against).
@@ -92,14 +97,14 @@ pub struct MetricArgs {
     pub logs: LogDirArgs,
     /// Seconds a true value or prediction waits for its partner before it is logged as an
     /// orphan.
-    #[arg(long, env = "NNMON_JOIN_TTL", default_value = "300", value_parser = parse_seconds)]
+    #[arg(long, env = "NNMON_JOIN_TTL", default_value = "300", allow_negative_numbers = true, value_parser = parse_period)]
     pub join_ttl: Duration,
     /// Halves that may wait for their partner at once; the oldest become orphans beyond it.
-    #[arg(long, env = "NNMON_JOIN_MAX_PENDING", default_value_t = 100_000)]
+    #[arg(long, env = "NNMON_JOIN_MAX_PENDING", default_value_t = 100_000, allow_negative_numbers = true, value_parser = parse_positive)]
     pub join_max_pending: usize,
     /// How many recently written IDs are remembered to drop redelivered duplicates (about
     /// 40 bytes each, rebuilt from the log on start).
-    #[arg(long, env = "NNMON_DEDUP_WINDOW", default_value_t = 250_000)]
+    #[arg(long, env = "NNMON_DEDUP_WINDOW", default_value_t = 250_000, allow_negative_numbers = true, value_parser = parse_positive)]
     pub dedup_window: usize,
 }
 
@@ -108,7 +113,7 @@ pub struct PlotArgs {
     #[command(flatten)]
     pub logs: LogDirArgs,
     /// Seconds between refreshes.
-    #[arg(long, env = "NNMON_PLOT_INTERVAL", default_value = "10", value_parser = parse_seconds)]
+    #[arg(long, env = "NNMON_PLOT_INTERVAL", default_value = "10", allow_negative_numbers = true, value_parser = parse_period)]
     pub interval: Duration,
     /// Render once and exit.
     #[arg(long, env = "NNMON_PLOT_ONCE")]
@@ -183,6 +188,31 @@ fn parse_seconds(text: &str) -> Result<Duration, String> {
         .map_err(|_| format!("`{text}` must be a finite number of seconds, 0 or more"))
 }
 
+/// Shortest interval or TTL: the timers' resolution. Zero would make a refresh loop spin
+/// or every half expire at once.
+const MIN_PERIOD: Duration = Duration::from_millis(1);
+
+/// Parses an interval or a TTL: seconds like [`parse_seconds`], but at least 1 ms.
+fn parse_period(text: &str) -> Result<Duration, String> {
+    let period = parse_seconds(text)?;
+    if period < MIN_PERIOD {
+        return Err(format!(
+            "`{text}` is too short: at least {} seconds",
+            MIN_PERIOD.as_secs_f64()
+        ));
+    }
+    Ok(period)
+}
+
+/// Parses a count that bounds something and so cannot be 0: `1` or more.
+fn parse_positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("`0` would leave no room at all: 1 or more".into()),
+        Ok(count) => Ok(count),
+        Err(_) => Err(format!("`{text}` is not a whole number, 1 or more")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +231,60 @@ mod tests {
         assert!(parse_seconds("inf").is_err());
         assert!(parse_seconds("soon").is_err());
         assert!(parse_seconds("1e19").is_err());
+    }
+
+    /// The error for `args`, which must be the value parser's refusal.
+    fn refused_value(args: &[&str]) -> clap::Error {
+        let error = Cli::try_parse_from(args).expect_err("must be refused");
+        assert_eq!(
+            error.kind(),
+            clap::error::ErrorKind::ValueValidation,
+            "{args:?}: {error}"
+        );
+        error
+    }
+
+    #[test]
+    fn periods_and_bounds_refuse_zero() {
+        assert_eq!(parse_period("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_period("0.001"), Ok(MIN_PERIOD));
+        for zero in ["0", "0.0", "0.0000001"] {
+            let error = parse_period(zero).expect_err("too short");
+            assert!(error.contains("at least 0.001 seconds"), "{error}");
+        }
+        assert_eq!(parse_positive("7"), Ok(7));
+        assert!(parse_positive("0").is_err());
+        assert!(parse_positive("-1").is_err());
+        for args in [
+            &["nnmon", "plot", "--interval", "0"][..],
+            &["nnmon", "metric", "--join-ttl", "0"],
+            &["nnmon", "metric", "--join-max-pending", "0"],
+            &["nnmon", "metric", "--dedup-window", "0"],
+        ] {
+            refused_value(args);
+        }
+        let features = Cli::try_parse_from(["nnmon", "features", "--delay", "0"]);
+        assert!(features.is_ok(), "a zero delay streams as fast as it can");
+    }
+
+    #[test]
+    fn negative_numbers_get_the_value_parsers_message() {
+        // Without allow_negative_numbers clap takes `-1` for a flag ("unexpected
+        // argument") and never says what is wrong with the value.
+        for args in [
+            &["nnmon", "features", "--delay", "-1"][..],
+            &["nnmon", "features", "--count", "-1"],
+            &["nnmon", "features", "--seed", "-1"],
+            &["nnmon", "features", "--prefetch", "-1"],
+            &["nnmon", "metric", "--join-ttl", "-1"],
+            &["nnmon", "metric", "--join-max-pending", "-1"],
+            &["nnmon", "metric", "--dedup-window", "-1"],
+            &["nnmon", "plot", "--interval", "-0.5"],
+        ] {
+            refused_value(args);
+        }
+        let error = refused_value(&["nnmon", "features", "--delay", "-1"]);
+        assert!(error.to_string().contains("0 or more"), "{error}");
     }
 
     #[test]

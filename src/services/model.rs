@@ -17,11 +17,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
-    let model = match &args.coefficients {
-        Some(path) => LinearModel::load(path)?,
-        None => LinearModel::default_ols().context("the built-in model")?,
+    let (model, source) = match &args.coefficients {
+        Some(path) => (LinearModel::load(path)?, path.display().to_string()),
+        None => (
+            LinearModel::default_ols().context("the built-in model")?,
+            "built-in OLS".to_owned(),
+        ),
     };
-    info!(intercept = model.intercept, source = ?args.coefficients, "model loaded");
+    info!(intercept = model.intercept, %source, "model loaded");
     let queues = QueueNames::with_prefix(&args.broker.queue_prefix);
     let prefetch = args.broker.prefetch;
     let mut poison = PoisonCounter::default();
