@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Pipeline, broker, stream_through};
+use common::{Pipeline, broker, host_rabbitmqctl, skip, stream_through};
 use std::time::Duration;
 
 /// Brings the broker's application back even if the test fails while it is stopped.
@@ -12,9 +12,7 @@ struct RestartGuard;
 
 impl Drop for RestartGuard {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("rabbitmqctl")
-            .arg("start_app")
-            .status();
+        host_rabbitmqctl(&["start_app"]);
     }
 }
 
@@ -22,8 +20,9 @@ impl Drop for RestartGuard {
 async fn a_broker_restart_mid_stream_loses_and_duplicates_nothing() {
     let Some(broker) = broker().await else { return };
     if !broker.rabbitmqctl(&["status"]).await {
-        eprintln!(
-            "skipped: rabbitmqctl cannot reach the broker at AMQP_URL, so it cannot be restarted"
+        skip(
+            "rabbitmqctl cannot reach the broker at AMQP_URL, so it cannot be restarted \
+             (NNMON_RABBITMQCTL names another command, e.g. `docker exec <container> rabbitmqctl`)",
         );
         return;
     }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 use testcontainers_modules::rabbitmq::RabbitMq;
-use testcontainers_modules::testcontainers::core::ExecCommand;
+use testcontainers_modules::testcontainers::core::{CmdWaitFor, ExecCommand};
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
 use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
 
@@ -23,11 +23,20 @@ pub struct TestBroker {
     _container: Option<ContainerAsync<RabbitMq>>,
 }
 
+/// Says why a test is skipped; under CI (`CI` set, as GitHub Actions does) a skipped test
+/// fails instead, so that a guarantee is never reported green without being tested.
+pub fn skip(reason: &str) {
+    if std::env::var_os("CI").is_some_and(|ci| !ci.is_empty()) {
+        panic!("CI is set, so this test must run, but it would be skipped: {reason}");
+    }
+    eprintln!("skipped: {reason}");
+}
+
 /// The broker to test against, or `None` when broker tests are switched off
 /// (`NNMON_SKIP_BROKER_TESTS=1`, as in the Nix sandbox, which has no broker).
 pub async fn broker() -> Option<TestBroker> {
     if std::env::var("NNMON_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
-        eprintln!("skipped: NNMON_SKIP_BROKER_TESTS=1");
+        skip("NNMON_SKIP_BROKER_TESTS=1");
         return None;
     }
     if let Ok(url) = std::env::var("AMQP_URL") {
@@ -54,23 +63,35 @@ pub async fn broker() -> Option<TestBroker> {
 }
 
 impl TestBroker {
-    /// Runs `rabbitmqctl` against this broker: inside its container, or on this machine.
-    /// `false` when it failed or cannot reach the broker's node.
+    /// Runs `rabbitmqctl` against this broker: inside its container, or as
+    /// [`host_rabbitmqctl`] does. `false` when it failed or cannot reach the broker's node.
     pub async fn rabbitmqctl(&self, args: &[&str]) -> bool {
         match &self._container {
             Some(container) => {
                 let command =
-                    ExecCommand::new(std::iter::once("rabbitmqctl").chain(args.iter().copied()));
+                    ExecCommand::new(std::iter::once("rabbitmqctl").chain(args.iter().copied()))
+                        .with_cmd_ready_condition(CmdWaitFor::exit_code(0));
                 container.exec(command).await.is_ok()
             }
-            None => Command::new("rabbitmqctl")
-                .args(args)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success()),
+            None => host_rabbitmqctl(args),
         }
     }
+}
+
+/// Runs `rabbitmqctl` for the broker at `AMQP_URL`: the command `NNMON_RABBITMQCTL` names
+/// (split on spaces, e.g. `docker exec <container> rabbitmqctl` for a broker in a
+/// container, as in CI), or `rabbitmqctl` on this machine. `false` when it failed.
+pub fn host_rabbitmqctl(args: &[&str]) -> bool {
+    let configured = std::env::var("NNMON_RABBITMQCTL").unwrap_or_default();
+    let mut words = configured.split_whitespace();
+    let program = words.next().unwrap_or("rabbitmqctl");
+    Command::new(program)
+        .args(words)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 pub const MINUTE: Duration = Duration::from_secs(60);
