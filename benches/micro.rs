@@ -6,12 +6,13 @@
 
 use criterion::{BatchSize, BenchmarkId, Criterion, SamplingMode, Throughput, criterion_group};
 use nnmon::services::metric::{Ledger, METRIC_HEADER, METRIC_LOG, row_record};
-use nnmon::services::plot::Plotter;
+use nnmon::services::plot::Monitor;
 use nnmon_csvlog::{CsvAppender, Record};
 use nnmon_join::{Half, Join, JoinLimits, Offer, Pair, Side};
 use nnmon_model::{LinearModel, diabetes};
 use nnmon_proto::{FeaturesMessage, MessageId, ValueMessage};
-use nnmon_report::{ErrorSummary, Histogram, chart};
+use nnmon_report::chart;
+use nnmon_stats::ErrorStats;
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
 use std::io::{BufWriter, Write};
@@ -287,32 +288,25 @@ fn csv_append(c: &mut Criterion) {
     group.finish();
 }
 
+/// Statistics of `errors` as absolute errors of predictions of 0.
+fn error_stats(errors: &[f64]) -> ErrorStats {
+    let mut stats = ErrorStats::new(1000, 0.0);
+    errors.iter().for_each(|&e| stats.push(0.0, e));
+    stats
+}
+
 fn report(c: &mut Criterion) {
     let mut group = c.benchmark_group("report");
     quick(&mut group);
-    let small = errors(10_000);
-    group.throughput(Throughput::Elements(small.len() as u64));
-    group.bench_with_input(
-        BenchmarkId::new("histogram_30_bins", small.len()),
-        &small,
-        |b, v| b.iter(|| black_box(Histogram::of(black_box(v), chart::BINS))),
-    );
-    // Milliseconds an iteration: ten iterations of equal size are enough.
-    group.sample_size(10).sampling_mode(SamplingMode::Flat);
-    let large = errors(1_000_000);
-    group.throughput(Throughput::Elements(large.len() as u64));
-    group.bench_with_input(
-        BenchmarkId::new("histogram_30_bins", large.len()),
-        &large,
-        |b, v| b.iter(|| black_box(Histogram::of(black_box(v), chart::BINS))),
-    );
-    for values in [small, large] {
+    for values in [errors(10_000), errors(1_000_000)] {
         let n = values.len();
-        let mut summary = ErrorSummary::new(chart::BINS);
-        summary.extend(values);
-        group.throughput(Throughput::Elements(n as u64));
+        let stats = error_stats(&values);
+        // Binning reads the sketch's buckets: its cost does not grow with the rows.
+        group.bench_function(BenchmarkId::new("histogram_30_bins", n), |b| {
+            b.iter(|| black_box(stats.histogram(chart::BINS)))
+        });
         group.bench_function(BenchmarkId::new("render_png", n), |b| {
-            b.iter(|| black_box(chart::render_png(black_box(&mut summary)).expect("chart")))
+            b.iter(|| black_box(chart::render_stats(black_box(&stats), 0).expect("chart")))
         });
     }
     group.finish();
@@ -380,7 +374,7 @@ fn plot_refresh(c: &mut Criterion) {
     drop(ledger);
     let rss_before = rss_mib();
     let start = Instant::now();
-    let mut plotter = Plotter::new(dir.path());
+    let mut plotter = Monitor::new(dir.path(), 1000);
     let read = plotter.read_new().expect("initial read");
     eprintln!(
         "plot: first read_new of {read} rows took {:.2?}; this process's RSS went from {rss_before:.0} MiB to {:.0} MiB",
@@ -390,10 +384,10 @@ fn plot_refresh(c: &mut Criterion) {
     assert_eq!(read as u64, PLOT_ROWS);
     let chart_path = dir.path().join("error_distribution.png");
     let start = Instant::now();
-    plotter.write_chart(&chart_path).expect("chart");
+    write_chart(&mut plotter, &chart_path);
     eprintln!(
         "plot: first write_chart with {} rows took {:.2?}",
-        plotter.summary().count(),
+        plotter.rows(),
         start.elapsed()
     );
 
@@ -430,7 +424,7 @@ fn plot_refresh(c: &mut Criterion) {
     });
     eprintln!(
         "plot: the log holds {} rows after the read_new benchmark",
-        plotter.summary().count()
+        plotter.rows()
     );
     group.measurement_time(Duration::from_secs(2));
     group.bench_function("append_100_rows+read_new+write_chart", |b| {
@@ -443,7 +437,7 @@ fn plot_refresh(c: &mut Criterion) {
                 let start = Instant::now();
                 appender.write_all(&batch).expect("append rows");
                 let rows = plotter.read_new().expect("read_new");
-                plotter.write_chart(&chart_path).expect("write_chart");
+                write_chart(&mut plotter, &chart_path);
                 elapsed += start.elapsed();
                 assert_eq!(rows as u64, REFRESH_ROWS);
             }
@@ -453,7 +447,6 @@ fn plot_refresh(c: &mut Criterion) {
     group.finish();
 
     // Where the full refresh's time goes, outside criterion: one breakdown, best of three.
-    let mut summary = plotter.summary().clone();
     let time = |f: &mut dyn FnMut()| {
         (0..3)
             .map(|_| {
@@ -464,25 +457,25 @@ fn plot_refresh(c: &mut Criterion) {
             .min()
             .unwrap_or_default()
     };
-    let median = time(&mut || {
-        black_box(summary.median());
+    let mut summary = plotter.summary(0);
+    let summarise = time(&mut || {
+        summary = black_box(plotter.summary(0));
     });
     let render = time(&mut || {
-        black_box(chart::render_png(&mut summary).expect("chart"));
-    });
-    // The worst case: a new maximum error makes the next refresh re-bin every row.
-    let mut new_maximum = 1e12;
-    let rebin = time(&mut || {
-        new_maximum *= 2.0;
-        summary.push(new_maximum);
-        black_box(summary.histogram());
+        black_box(Monitor::render_chart(&summary).expect("chart"));
     });
     eprintln!(
-        "plot: with {} rows, best of 3: ErrorSummary::median {median:.2?}, chart::render_png {render:.2?}, \
-         re-binning after a new maximum {rebin:.2?}; RSS now {:.0} MiB",
-        summary.count(),
+        "plot: with {} rows, best of 3: Monitor::summary {summarise:.2?}, render_chart {render:.2?}; RSS now {:.0} MiB",
+        plotter.rows(),
         rss_mib()
     );
+}
+
+/// What `plot` does at each refresh after reading: the summary, then the chart.
+fn write_chart(plotter: &mut Monitor, path: &Path) {
+    let summary = plotter.summary(0);
+    let png = Monitor::render_chart(&summary).expect("chart");
+    std::fs::write(path, png).expect("write the chart");
 }
 
 /// Criterion without its HTML plots: its plotting backend needs system fonts, which

@@ -118,6 +118,13 @@ pub struct PlotArgs {
     /// Render once and exit.
     #[arg(long, env = "NNMON_PLOT_ONCE")]
     pub once: bool,
+    /// Rows in the window of the recent statistics (MAE, RMSE, bias… of the last N rows).
+    #[arg(long, env = "NNMON_WINDOW", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub window: u32,
+    /// Serve the live page, /api/summary, /events and /error_distribution.png on this
+    /// address (HOST:PORT); off by default.
+    #[arg(long, env = "NNMON_HTTP_ADDR")]
+    pub http: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Args)]

@@ -1,98 +1,104 @@
-//! `nnmon plot`: redraws `<log-dir>/error_distribution.png` from `metric_log.csv`.
+//! `nnmon plot`: follows `<log-dir>/metric_log.csv` and shows how the model is doing.
 //!
-//! Each refresh reads only the bytes appended since the last one (never a half-written
-//! row), and the PNG is written to a temporary file then renamed into place, so a viewer
-//! never sees a partial image.
+//! At every interval it reads only the rows appended since the last refresh (never a
+//! half-written row), updates the statistics ([`nnmon_stats::ErrorStats`]: the last
+//! `--window` rows exactly, every row in bounded memory), reads the status files `model`
+//! (input drift) and `metric` (join health, error drift) write beside the log, and writes
+//! `error_distribution.png` and `summary.json` atomically. With `--http` it also serves
+//! the live page ([`http`]), which the same refresh updates through server-sent events.
+//!
+//! # Layout
+//! - [`monitor`]: the [`Monitor`] that reads the log and status files and answers the
+//!   [`Summary`](monitor::Summary).
+//! - [`http`]: the page, `/api/summary`, `/events` and `/error_distribution.png`.
+
+pub mod http;
+pub mod monitor;
 
 use crate::cli::PlotArgs;
 use anyhow::{Context, Result};
-use nnmon_csvlog::LogTail;
-use nnmon_report::{ErrorSummary, chart};
-use std::path::Path;
+use axum::body::Bytes;
+pub use monitor::Monitor;
+use monitor::{Summary, write_atomically};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 pub const CHART_FILE: &str = "error_distribution.png";
+pub const SUMMARY_FILE: &str = "summary.json";
 
-/// Follows the metric log and keeps the statistics of every row read so far.
-pub struct Plotter {
-    tail: LogTail,
-    summary: ErrorSummary,
-    unreadable: u64,
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-impl Plotter {
-    pub fn new(log_dir: &Path) -> Self {
-        Self {
-            tail: LogTail::new(&log_dir.join(super::metric::METRIC_LOG), "absolute_error"),
-            summary: ErrorSummary::new(chart::BINS),
-            unreadable: 0,
-        }
-    }
+/// Where one refresh writes its files.
+struct Outputs {
+    chart: PathBuf,
+    summary: PathBuf,
+}
 
-    /// Reads the rows appended since the last call; returns how many.
-    pub fn read_new(&mut self) -> Result<usize> {
-        let mut fresh = Vec::new();
-        let mut unreadable = 0;
-        let event = self.tail.read_new(|value| match value.parse::<f64>() {
-            Ok(error) => fresh.push(error),
-            Err(_) => unreadable += 1,
-        })?;
-        if event.reset {
-            info!("the metric log was replaced; starting over");
-            self.summary = ErrorSummary::new(chart::BINS);
-        }
-        if unreadable > 0 && self.unreadable == 0 {
-            warn!(
-                unreadable,
-                "skipping rows whose absolute_error is not a number"
-            );
-        }
-        self.unreadable += unreadable;
-        self.summary.extend(fresh);
-        Ok(event.rows)
-    }
-
-    pub fn summary(&self) -> &ErrorSummary {
-        &self.summary
-    }
-
-    /// Renders the chart and moves it into place at `path`.
-    pub fn write_chart(&mut self, path: &Path) -> Result<()> {
-        let png = chart::render_png(&mut self.summary)?;
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        std::fs::write(&tmp, png)
-            .with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("moving the chart into {}", path.display()))?;
-        Ok(())
-    }
+/// One refresh: new rows in, files written, and what the server hands out next.
+fn refresh(monitor: &mut Monitor, outputs: &Outputs) -> Result<(http::Snapshot, Summary, usize)> {
+    let new_rows = monitor.read_new()?;
+    let summary = monitor.summary(now_ms());
+    monitor.record_history(&summary);
+    let png = Monitor::render_chart(&summary)?;
+    write_atomically(&outputs.chart, &png)?;
+    let summary_json = serde_json::to_string_pretty(&summary).context("encoding the summary")?;
+    write_atomically(&outputs.summary, summary_json.as_bytes())?;
+    let update_json = serde_json::to_string(&monitor.page_update(&summary))
+        .context("encoding the page update")?;
+    let snapshot = http::Snapshot {
+        summary_json,
+        update_json,
+        png: Bytes::from(png),
+    };
+    Ok((snapshot, summary, new_rows))
 }
 
 pub async fn run(args: PlotArgs, cancel: CancellationToken) -> Result<()> {
-    let log_dir = &args.logs.log_dir;
+    let log_dir: &Path = &args.logs.log_dir;
     std::fs::create_dir_all(log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
-    let chart_path = log_dir.join(CHART_FILE);
-    let mut plotter = Plotter::new(log_dir);
-    let mut drawn_once = false;
+    let outputs = Arc::new(Outputs {
+        chart: log_dir.join(CHART_FILE),
+        summary: log_dir.join(SUMMARY_FILE),
+    });
+    let (latest, receiver) = watch::channel(Arc::new(http::Snapshot::default()));
+    let server = match args.http {
+        Some(addr) => Some(http::serve(addr, receiver, cancel.clone()).await?),
+        None => None,
+    };
+    let mut monitor = Monitor::new(log_dir, args.window as usize);
     loop {
-        let new_rows = plotter.read_new()?;
-        if new_rows > 0 || !drawn_once {
-            plotter.write_chart(&chart_path)?;
-            drawn_once = true;
-            debug!(
-                rows = plotter.summary().count(),
-                new_rows, "chart refreshed"
-            );
-        }
+        // Reading a long log takes seconds: off the runtime, so the page stays responsive.
+        let outputs_for_refresh = Arc::clone(&outputs);
+        let (returned, result) = tokio::task::spawn_blocking(move || {
+            let result = refresh(&mut monitor, &outputs_for_refresh);
+            (monitor, result)
+        })
+        .await
+        .context("the refresh task panicked")?;
+        monitor = returned;
+        let (snapshot, summary, new_rows) = result?;
+        latest.send_replace(Arc::new(snapshot));
+        debug!(rows = summary.rows, new_rows, "refreshed");
         if args.once {
-            info!(rows = plotter.summary().count(), path = %chart_path.display(), "chart written");
-            return Ok(());
+            info!(rows = summary.rows, path = %outputs.chart.display(), "chart written");
+            break;
         }
         tokio::select! {
             () = tokio::time::sleep(args.interval) => {}
-            () = cancel.cancelled() => return Ok(()),
+            () = cancel.cancelled() => break,
         }
     }
+    if let Some(server) = server {
+        cancel.cancel();
+        server.await.context("the page server panicked")??;
+    }
+    Ok(())
 }

@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 /// How much of the file is read at once.
 const CHUNK_BYTES: u64 = 4 << 20;
+/// Most columns a [`LogTail`] extracts (they are handed out from an array on the stack, so
+/// that no row allocates).
+pub const MAX_COLUMNS: usize = 8;
 
 /// What changed since the previous [`LogTail::read_new`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -21,9 +24,9 @@ pub struct TailEvent {
 #[derive(Debug)]
 pub struct LogTail {
     path: PathBuf,
-    column_name: String,
-    /// Index of `column_name`, known once the header has been read.
-    column: Option<usize>,
+    column_names: Vec<String>,
+    /// Indices of `column_names`, known once the header has been read.
+    columns: Option<Vec<usize>>,
     /// The file's inode when last read: a new one means the file was replaced.
     inode: Option<u64>,
     /// Bytes of the file already consumed (always at a line boundary).
@@ -33,12 +36,17 @@ pub struct LogTail {
 }
 
 impl LogTail {
-    /// Follows `path`, extracting the column named `column_name` in its header.
-    pub fn new(path: &Path, column_name: &str) -> Self {
+    /// Follows `path`, extracting the columns named `column_names` in its header (at most
+    /// [`MAX_COLUMNS`]; more are ignored).
+    pub fn new(path: &Path, column_names: &[&str]) -> Self {
         Self {
             path: path.to_owned(),
-            column_name: column_name.to_owned(),
-            column: None,
+            column_names: column_names
+                .iter()
+                .take(MAX_COLUMNS)
+                .map(|&name| name.to_owned())
+                .collect(),
+            columns: None,
             inode: None,
             offset: 0,
             buffer: Vec::new(),
@@ -46,10 +54,11 @@ impl LogTail {
         }
     }
 
-    /// Reads the complete lines appended since the last call and hands the chosen column of
-    /// each row to `on_value`. A missing file is an empty one; a trailing partial line is
-    /// left for the next call.
-    pub fn read_new(&mut self, mut on_value: impl FnMut(&str)) -> io::Result<TailEvent> {
+    /// Reads the complete lines appended since the last call and hands the chosen columns
+    /// of each row, in the order they were named, to `on_row`. A missing file is an empty
+    /// one; a trailing partial line is left for the next call; a row without every column
+    /// is skipped.
+    pub fn read_new(&mut self, mut on_row: impl FnMut(&[&str])) -> io::Result<TailEvent> {
         let mut event = TailEvent::default();
         let mut file = match File::open(&self.path) {
             Ok(file) => file,
@@ -64,7 +73,7 @@ impl LogTail {
         if len < self.offset || replaced {
             event.reset = true;
             self.offset = 0;
-            self.column = None;
+            self.columns = None;
         }
         if len == self.offset {
             return Ok(event);
@@ -84,7 +93,7 @@ impl LogTail {
                 }
                 continue;
             };
-            event.rows += self.process_lines(last_newline, &mut on_value)?;
+            event.rows += self.process_lines(last_newline, &mut on_row)?;
             self.offset += last_newline as u64 + 1;
             self.buffer.drain(..=last_newline);
             if read == 0 {
@@ -99,37 +108,51 @@ impl LogTail {
 }
 
 impl LogTail {
-    /// Hands the chosen column of each complete line in `buffer[..=end]` to `on_value`;
-    /// the first line read from the file is its header. Returns the rows handed out.
-    fn process_lines(&mut self, end: usize, on_value: &mut impl FnMut(&str)) -> io::Result<usize> {
+    /// Hands the chosen columns of each complete line in `buffer[..=end]` to `on_row`; the
+    /// first line read from the file is its header. Returns the rows handed out.
+    fn process_lines(&mut self, end: usize, on_row: &mut impl FnMut(&[&str])) -> io::Result<usize> {
         let lines = &self.buffer[..=end];
-        let header_first = self.column.is_none();
+        let header_first = self.columns.is_none();
         if header_first {
             let header_end = lines.iter().position(|&b| b == b'\n').unwrap_or(end);
             let header = String::from_utf8_lossy(&lines[..header_end]);
             let header = header.trim_end_matches('\r');
-            self.column = header.split(',').position(|name| name == self.column_name);
-            if self.column.is_none() {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: no column `{}` in header `{header}`",
-                        self.path.display(),
-                        self.column_name
-                    ),
-                ));
-            }
+            let columns = self
+                .column_names
+                .iter()
+                .map(|wanted| {
+                    header
+                        .split(',')
+                        .position(|name| name == wanted)
+                        .ok_or(wanted)
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|missing| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        format!(
+                            "{}: no column `{missing}` in header `{header}`",
+                            self.path.display()
+                        ),
+                    )
+                })?;
+            self.columns = Some(columns);
         }
-        let column = self.column.unwrap_or_default();
-        let mut values = 0;
+        let columns = self.columns.as_deref().unwrap_or_default();
+        let mut rows = 0;
         let (_, _) = parse_rows(lines, header_first, |row| {
-            if let Some(value) = row.get(column) {
-                on_value(value);
-                values += 1;
+            let mut values = [""; MAX_COLUMNS];
+            for (value, &column) in values.iter_mut().zip(columns) {
+                match row.get(column) {
+                    Some(field) => *value = field,
+                    None => return,
+                }
             }
+            on_row(&values[..columns.len()]);
+            rows += 1;
         })
         .map_err(io::Error::other)?;
-        Ok(values)
+        Ok(rows)
     }
 }
 
@@ -140,7 +163,9 @@ mod tests {
 
     fn collect(tail: &mut LogTail) -> (TailEvent, Vec<String>) {
         let mut values = Vec::new();
-        let event = tail.read_new(|v| values.push(v.to_owned())).expect("read");
+        let event = tail
+            .read_new(|row| values.push(row.join("|")))
+            .expect("read");
         (event, values)
     }
 
@@ -148,7 +173,7 @@ mod tests {
     fn reads_only_new_complete_lines() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log.csv");
-        let mut tail = LogTail::new(&path, "absolute_error");
+        let mut tail = LogTail::new(&path, &["absolute_error"]);
         assert_eq!(collect(&mut tail).1, Vec::<String>::new());
         let mut file = File::create(&path).expect("create");
         write!(
@@ -163,6 +188,21 @@ mod tests {
     }
 
     #[test]
+    fn hands_out_several_columns_in_the_order_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.csv");
+        std::fs::write(&path, "id,y_true,y_pred,latency_us\na,1,2,\nb,3\nc,5,6,7\n")
+            .expect("write");
+        let mut tail = LogTail::new(&path, &["y_pred", "latency_us", "y_true"]);
+        let (event, rows) = collect(&mut tail);
+        // Row b lacks columns: skipped.
+        assert_eq!(
+            (event.rows, rows),
+            (2, vec!["2||1".to_owned(), "6|7|5".to_owned()])
+        );
+    }
+
+    #[test]
     fn lines_cut_by_chunk_boundaries_are_carried_over() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log.csv");
@@ -174,7 +214,7 @@ mod tests {
             format!("id,absolute_error\n{}\npartial,", rows.join("\n")),
         )
         .expect("write");
-        let mut tail = LogTail::new(&path, "absolute_error");
+        let mut tail = LogTail::new(&path, &["absolute_error"]);
         tail.chunk_bytes = 7;
         let (event, values) = collect(&mut tail);
         assert_eq!(event.rows, 200);
@@ -187,7 +227,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("log.csv");
         std::fs::write(&path, "absolute_error\n1\n2\n3\n").expect("write");
-        let mut tail = LogTail::new(&path, "absolute_error");
+        let mut tail = LogTail::new(&path, &["absolute_error"]);
         assert_eq!(collect(&mut tail).1.len(), 3);
         std::fs::write(&path, "absolute_error\n9\n").expect("write");
         let (event, values) = collect(&mut tail);
@@ -208,7 +248,7 @@ mod tests {
         let path = dir.path().join("log.csv");
         std::fs::write(&path, "x,y\n1,2\n").expect("write");
         assert!(
-            LogTail::new(&path, "absolute_error")
+            LogTail::new(&path, &["x", "absolute_error"])
                 .read_new(|_| {})
                 .is_err()
         );

@@ -1,17 +1,16 @@
-//! What `plot` draws: error statistics, a histogram, and the PNG chart.
+//! What `plot` draws: the error-distribution chart as PNG bytes.
 //!
 //! # Layout
-//! - [`ErrorSummary`]: accumulates absolute errors as rows arrive (O(log n) per row) and
-//!   answers count, MAE, RMSE, median and the histogram without rescanning old rows.
-//! - [`Histogram`]: equal-width binning of the errors between their minimum and maximum.
-//! - [`chart`]: renders a summary and its histogram to PNG bytes with `plotters`, using the
-//!   DejaVu Sans font embedded in the binary (containers have no system fonts).
+//! - [`chart`]: renders a [`ChartData`] — the histogram of the absolute error read off the
+//!   quantile sketch ([`nnmon_stats::ErrorStats::histogram`]), the statistics of every row
+//!   and of the last rows, and when they were computed — to PNG bytes with `plotters`,
+//!   using the DejaVu Sans font embedded in the binary (containers have no system fonts).
+//! - [`format_utc`] and [`group_thousands`]: how times and counts are written for people.
 //!
-//! Data flows errors → `ErrorSummary::extend` → `ErrorSummary::histogram` → `chart::render_png`.
+//! Data flows `ErrorStats` → [`ChartData`] → `chart::render_png` → PNG bytes.
 
 pub mod chart;
-mod histogram;
-mod summary;
+mod text;
 
-pub use histogram::Histogram;
-pub use summary::ErrorSummary;
+pub use chart::ChartData;
+pub use text::{format_utc, group_thousands};

@@ -1,0 +1,283 @@
+//! What `plot` knows: statistics of the metric log's rows, read incrementally, and the
+//! status files the other services write beside it.
+
+use anyhow::{Context, Result};
+use nnmon_csvlog::LogTail;
+use nnmon_report::{ChartData, chart};
+use nnmon_stats::status::{FEATURE_DRIFT_FILE, METRIC_STATUS_FILE};
+use nnmon_stats::{
+    ErrorStats, FeatureDriftReport, Histogram, MetricStatus, QuantileSketch, RegressionStats,
+    nearest_rank,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use tracing::{info, warn};
+
+/// Points of history kept for the page's time series (an hour at the default interval of
+/// 10 s).
+pub const HISTORY_POINTS: usize = 360;
+/// Recent `(y_true, y_pred)` pairs kept for the page's scatter plot.
+pub const RECENT_PAIRS: usize = 500;
+
+/// Quantiles of the row latency (publish by `features` to the row written), in ms.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LatencyStats {
+    pub count: u64,
+    pub p50_ms: f64,
+    pub p90_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl LatencyStats {
+    fn of(count: usize, quantile: impl Fn(f64) -> Option<f64>) -> Option<Self> {
+        Some(Self {
+            count: count as u64,
+            p50_ms: quantile(0.5)?,
+            p90_ms: quantile(0.9)?,
+            p99_ms: quantile(0.99)?,
+        })
+    }
+}
+
+/// Every statistic `plot` has, as `/api/summary` and `summary.json` give it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// When these figures were computed, in ms since the Unix epoch.
+    pub updated_ms: u64,
+    /// Rows read from the metric log.
+    pub rows: u64,
+    /// Rows skipped because a value was not a number.
+    pub unreadable_rows: u64,
+    /// Rows in the window of `window`.
+    pub window_size: usize,
+    /// The last `window_size` rows (exact).
+    pub window: Option<RegressionStats>,
+    /// Every row (quantiles within 0.1 %).
+    pub total: Option<RegressionStats>,
+    pub latency_window: Option<LatencyStats>,
+    pub latency_total: Option<LatencyStats>,
+    /// The absolute errors of every row, binned from 0.
+    pub histogram: Histogram,
+    /// `model`'s input-drift report; `None`: not reported yet.
+    pub feature_drift: Option<FeatureDriftReport>,
+    /// `metric`'s join health and error alarm; `None`: not reported yet.
+    pub metric: Option<MetricStatus>,
+}
+
+/// One point of the page's time series.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    pub t_ms: u64,
+    pub rows: u64,
+    pub mae: Option<f64>,
+    pub rmse: Option<f64>,
+    pub bias: Option<f64>,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+}
+
+/// What the page receives at each refresh: the summary, the recent history and pairs.
+#[derive(Clone, Debug, Serialize)]
+pub struct PageUpdate<'a> {
+    pub summary: &'a Summary,
+    pub history: &'a VecDeque<HistoryPoint>,
+    /// Recent `[y_true, y_pred]`.
+    pub pairs: &'a VecDeque<[f64; 2]>,
+}
+
+/// Follows the metric log and keeps the statistics of every row read so far.
+pub struct Monitor {
+    log_dir: PathBuf,
+    tail: LogTail,
+    window: usize,
+    reference_mean: f64,
+    stats: ErrorStats,
+    latency: QuantileSketch,
+    recent_latency: VecDeque<f64>,
+    pairs: VecDeque<[f64; 2]>,
+    history: VecDeque<HistoryPoint>,
+    unreadable: u64,
+    /// Status files already warned about as unreadable, so a bad file warns once.
+    warned: Vec<PathBuf>,
+}
+
+impl Monitor {
+    /// Follows `<log_dir>/metric_log.csv`, with statistics over windows of `window` rows.
+    pub fn new(log_dir: &Path, window: usize) -> Self {
+        let targets = nnmon_model::diabetes();
+        // The dummy baseline predicts the training targets' mean.
+        let reference_mean =
+            targets.iter().map(|s| s.target).sum::<f64>() / targets.len().max(1) as f64;
+        let window = window.max(1);
+        Self {
+            log_dir: log_dir.to_owned(),
+            tail: LogTail::new(
+                &log_dir.join(crate::services::metric::METRIC_LOG),
+                &["y_true", "y_pred", "latency_us"],
+            ),
+            window,
+            reference_mean,
+            stats: ErrorStats::new(window, reference_mean),
+            latency: QuantileSketch::new(),
+            recent_latency: VecDeque::with_capacity(window),
+            pairs: VecDeque::with_capacity(RECENT_PAIRS),
+            history: VecDeque::with_capacity(HISTORY_POINTS),
+            unreadable: 0,
+            warned: Vec::new(),
+        }
+    }
+
+    /// Reads the rows appended since the last call; returns how many.
+    pub fn read_new(&mut self) -> Result<usize> {
+        let mut unreadable = 0;
+        let mut fresh: Vec<(f64, f64, Option<f64>)> = Vec::new();
+        let event = self.tail.read_new(|row| {
+            let [y_true, y_pred, latency_us] = row else {
+                return;
+            };
+            match (y_true.parse::<f64>(), y_pred.parse::<f64>()) {
+                (Ok(t), Ok(p)) if t.is_finite() && p.is_finite() => {
+                    // Empty when the producer did not say when it published.
+                    let latency_ms = latency_us.parse::<f64>().ok().map(|us| us / 1000.0);
+                    fresh.push((t, p, latency_ms));
+                }
+                _ => unreadable += 1,
+            }
+        })?;
+        if event.reset {
+            info!("the metric log was replaced; starting over");
+            self.reset();
+        }
+        if unreadable > 0 && self.unreadable == 0 {
+            warn!(
+                unreadable,
+                "skipping rows whose y_true or y_pred is not a number"
+            );
+        }
+        self.unreadable += unreadable;
+        for (y_true, y_pred, latency_ms) in fresh {
+            self.stats.push(y_true, y_pred);
+            if self.pairs.len() == RECENT_PAIRS {
+                self.pairs.pop_front();
+            }
+            self.pairs.push_back([y_true, y_pred]);
+            if let Some(ms) = latency_ms.filter(|ms| ms.is_finite()) {
+                self.latency.record(ms);
+                if self.recent_latency.len() == self.window {
+                    self.recent_latency.pop_front();
+                }
+                self.recent_latency.push_back(ms);
+            }
+        }
+        Ok(event.rows)
+    }
+
+    fn reset(&mut self) {
+        self.stats = ErrorStats::new(self.window, self.reference_mean);
+        self.latency = QuantileSketch::new();
+        self.recent_latency.clear();
+        self.pairs.clear();
+    }
+
+    pub fn rows(&self) -> u64 {
+        self.stats.count()
+    }
+
+    /// Every statistic as of `now_ms`, with the status files as they are on disk now.
+    pub fn summary(&mut self, now_ms: u64) -> Summary {
+        let mut recent: Vec<f64> = self.recent_latency.iter().copied().collect();
+        recent.sort_unstable_by(f64::total_cmp);
+        Summary {
+            updated_ms: now_ms,
+            rows: self.stats.count(),
+            unreadable_rows: self.unreadable,
+            window_size: self.window,
+            window: self.stats.window(),
+            total: self.stats.total(),
+            latency_window: LatencyStats::of(recent.len(), |q| nearest_rank(&recent, q)),
+            latency_total: LatencyStats::of(self.latency.count() as usize, |q| {
+                self.latency.quantile(q)
+            }),
+            histogram: self.stats.histogram(chart::BINS),
+            feature_drift: self.status_file(FEATURE_DRIFT_FILE),
+            metric: self.status_file(METRIC_STATUS_FILE),
+        }
+    }
+
+    /// Adds `summary` to the time series.
+    pub fn record_history(&mut self, summary: &Summary) {
+        if self.history.len() == HISTORY_POINTS {
+            self.history.pop_front();
+        }
+        let window = summary.window.as_ref();
+        let latency = summary.latency_window.as_ref();
+        self.history.push_back(HistoryPoint {
+            t_ms: summary.updated_ms,
+            rows: summary.rows,
+            mae: window.map(|w| w.mae),
+            rmse: window.map(|w| w.rmse),
+            bias: window.map(|w| w.bias),
+            latency_p50_ms: latency.map(|l| l.p50_ms),
+            latency_p99_ms: latency.map(|l| l.p99_ms),
+        });
+    }
+
+    pub fn page_update<'a>(&'a self, summary: &'a Summary) -> PageUpdate<'a> {
+        PageUpdate {
+            summary,
+            history: &self.history,
+            pairs: &self.pairs,
+        }
+    }
+
+    /// A status file another service writes; `None` while it has not written one. One it
+    /// wrote badly is warned about once and treated as not written.
+    fn status_file<T: serde::de::DeserializeOwned>(&mut self, name: &str) -> Option<T> {
+        let path = self.log_dir.join(name);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                self.warn_once(&path, &e);
+                return None;
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.warn_once(&path, &e);
+                None
+            }
+        }
+    }
+
+    fn warn_once(&mut self, path: &Path, error: &dyn std::fmt::Display) {
+        if !self.warned.iter().any(|p| p == path) {
+            warn!(path = %path.display(), %error, "ignoring an unreadable status file");
+            self.warned.push(path.to_owned());
+        }
+    }
+
+    /// The chart of `summary` as PNG bytes.
+    pub fn render_chart(summary: &Summary) -> Result<Vec<u8>> {
+        let data = ChartData {
+            histogram: &summary.histogram,
+            total: summary.total.as_ref(),
+            window: summary.window.as_ref(),
+            window_size: summary.window_size,
+            updated_ms: summary.updated_ms,
+        };
+        Ok(chart::render_png(&data)?)
+    }
+}
+
+/// Writes `bytes` to `path` through a temporary file renamed into place, so a reader never
+/// sees a partial file.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    std::fs::write(&tmp, bytes)
+        .with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("moving {} into place", path.display()))
+}
