@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use nnmon_broker::BrokerUrl;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,10 +50,24 @@ pub struct BrokerArgs {
     pub prefetch: u16,
 }
 
+/// What a service tells the people and scrapers watching it.
+#[derive(Debug, Args)]
+pub struct ObserveArgs {
+    /// Serve Prometheus metrics at /metrics and a health check at /healthz on this address
+    /// (HOST:PORT, e.g. 127.0.0.1:9464); off by default.
+    #[arg(long, env = "NNMON_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Seconds between two progress lines on the terminal (and status-file updates).
+    #[arg(long, env = "NNMON_STATUS_INTERVAL", default_value = "10", allow_negative_numbers = true, value_parser = parse_period)]
+    pub status_interval: Duration,
+}
+
 #[derive(Debug, Args)]
 pub struct FeaturesArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub observe: ObserveArgs,
     /// Seconds to wait between items (fractions and 0 allowed).
     #[arg(long, env = "NNMON_DELAY", default_value = "10", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub delay: Duration,
@@ -77,14 +92,22 @@ pub struct FeaturesArgs {
 pub struct ModelArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub observe: ObserveArgs,
+    /// Where `feature_drift.json` (input drift, for `plot`'s page) is written.
+    #[command(flatten)]
+    pub logs: LogDirArgs,
     /// A coefficients JSON written by `nnmon train`; the built-in OLS model when absent.
     #[arg(long, env = "NNMON_COEFFICIENTS")]
     pub coefficients: Option<PathBuf>,
+    /// Recent feature vectors each input-drift test compares with the training data.
+    #[arg(long, env = "NNMON_DRIFT_WINDOW", default_value_t = 500, allow_negative_numbers = true, value_parser = parse_positive)]
+    pub drift_window: usize,
 }
 
 #[derive(Debug, Args)]
 pub struct LogDirArgs {
-    /// Folder of metric_log.csv, orphans.csv and error_distribution.png.
+    /// Folder of metric_log.csv, orphans.csv, the status files and error_distribution.png.
     #[arg(long, env = "NNMON_LOG_DIR", default_value = "logs")]
     pub log_dir: PathBuf,
 }
@@ -94,12 +117,19 @@ pub struct MetricArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
+    pub observe: ObserveArgs,
+    #[command(flatten)]
     pub logs: LogDirArgs,
-    /// Seconds a true value or prediction waits for its partner before it is logged as an
-    /// orphan.
+    /// Grace, in seconds of publish time: a true value or prediction is logged as an
+    /// orphan once the other side has moved this far past it (a silent side holds it);
+    /// halves whose ID and body carry no time wait this long by the wall clock.
     #[arg(long, env = "NNMON_JOIN_TTL", default_value = "300", allow_negative_numbers = true, value_parser = parse_period)]
     pub join_ttl: Duration,
-    /// Halves that may wait for their partner at once; the oldest become orphans beyond it.
+    /// Rows in the window of the recent statistics (MAE, RMSE, bias, R² of the last N rows).
+    #[arg(long, env = "NNMON_WINDOW", default_value_t = 1000, allow_negative_numbers = true, value_parser = parse_positive)]
+    pub window: usize,
+    /// Halves of one side that may wait for their partner at once; beyond it that side is
+    /// paused (its messages wait in the broker) until the other catches up.
     #[arg(long, env = "NNMON_JOIN_MAX_PENDING", default_value_t = 100_000, allow_negative_numbers = true, value_parser = parse_positive)]
     pub join_max_pending: usize,
     /// How many recently written IDs are remembered to drop redelivered duplicates (about
@@ -112,6 +142,8 @@ pub struct MetricArgs {
 pub struct PlotArgs {
     #[command(flatten)]
     pub logs: LogDirArgs,
+    #[command(flatten)]
+    pub observe: ObserveArgs,
     /// Seconds between refreshes.
     #[arg(long, env = "NNMON_PLOT_INTERVAL", default_value = "10", allow_negative_numbers = true, value_parser = parse_period)]
     pub interval: Duration,
@@ -119,7 +151,7 @@ pub struct PlotArgs {
     #[arg(long, env = "NNMON_PLOT_ONCE")]
     pub once: bool,
     /// Rows in the window of the recent statistics (MAE, RMSE, bias… of the last N rows).
-    #[arg(long, env = "NNMON_WINDOW", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    #[arg(long, env = "NNMON_WINDOW", default_value_t = 1000, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub window: u32,
     /// Serve the live page, /api/summary, /events and /error_distribution.png on this
     /// address (HOST:PORT); off by default.

@@ -11,16 +11,20 @@
 //!   a second signal exits at once.
 //! - [`logging`]: log lines on stderr, filtered by `RUST_LOG`; a failed write never stops
 //!   a service.
+//! - [`telemetry`]: Prometheus metrics and health (`--metrics-addr`), progress lines and
+//!   status files.
 //!
 //! The pure logic lives in the workspace crates: `nnmon-proto` (wire format), `nnmon-join`
-//! (the ID join), `nnmon-model` (data set and model), `nnmon-report` (statistics and chart),
-//! `nnmon-csvlog` (CSV files) and `nnmon-broker` (AMQP plumbing).
+//! (the ID join), `nnmon-model` (data set and model), `nnmon-stats` (regression statistics
+//! and drift detectors), `nnmon-report` (the chart), `nnmon-csvlog` (CSV files),
+//! `nnmon-broker` (AMQP plumbing) and `nnmon-observe` (metrics over HTTP).
 
 pub mod cli;
 pub mod logging;
 pub mod services;
 pub mod shutdown;
 pub mod supervisor;
+pub mod telemetry;
 
 use anyhow::Result;
 use cli::{Cli, Command};

@@ -1,6 +1,7 @@
 //! Keeps a service connected: connect, run a session, and on broker failure rebuild
 //! everything (connection, channels, topology, prefetch, consumers) and run it again.
 
+use crate::telemetry::Telemetry;
 use anyhow::Result;
 use nnmon_broker::{AmqpError, Broker, BrokerError, BrokerUrl, RetryPolicy, is_refusal};
 use std::time::{Duration, Instant};
@@ -28,10 +29,14 @@ fn is_broker_failure(error: &anyhow::Error) -> bool {
 /// error; a broker failure closes that connection and starts a new session after a
 /// jittered backoff. Returns `Ok` at once if `cancel` fires while connecting, and an error
 /// at once if the broker refuses the user, the vhost or the permissions.
+///
+/// The service is unhealthy (for `/healthz`) until its session says otherwise, and again
+/// from the moment the broker is lost; every rebuilt connection counts as a reconnect.
 pub async fn supervise(
     name: &str,
     url: &BrokerUrl,
     cancel: &CancellationToken,
+    telemetry: &Telemetry,
     mut session: impl AsyncFnMut(&Broker) -> Result<()>,
 ) -> Result<()> {
     let retry = RetryPolicy::default();
@@ -42,9 +47,11 @@ pub async fn supervise(
         };
         let started = Instant::now();
         let result = session(&broker).await;
+        telemetry.health.set(false);
         match result {
             Err(error) if is_broker_failure(&error) && !cancel.is_cancelled() => {
                 drop(broker);
+                telemetry.metrics.broker_reconnects.inc();
                 if started.elapsed() > HEALTHY_SESSION {
                     backoff = retry.backoff();
                 }

@@ -8,9 +8,11 @@
 use crate::cli::FeaturesArgs;
 use crate::services::{declare_topology, now_us};
 use crate::supervisor::supervise;
+use crate::telemetry::{StatusClock, Telemetry};
 use anyhow::{Context, Result};
 use nnmon_broker::{Broker, Publisher, message_properties};
 use nnmon_model::diabetes;
+use nnmon_observe::Counter;
 use nnmon_proto::{FeaturesMessage, MessageId, QueueNames, ValueMessage};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -51,10 +53,13 @@ struct Progress {
     rng: ChaCha8Rng,
     /// Where the IDs of confirmed items go, if asked (`--confirmed-ids`).
     confirmed_ids: Option<BufWriter<File>>,
+    /// Confirmed messages to `features` and to `y_true`, for Prometheus.
+    published: [Counter; 2],
 }
 
 impl Progress {
     fn confirm(&mut self, sent: Sent) -> Result<()> {
+        self.published[usize::from(sent.completes_item)].inc();
         if !sent.completes_item {
             return Ok(());
         }
@@ -93,6 +98,7 @@ pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
         }
         None => None,
     };
+    let telemetry = Telemetry::start(&args.observe, &cancel).await?;
     let mut progress = Progress {
         target,
         started: 0,
@@ -100,18 +106,33 @@ pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
         resend: Vec::new(),
         rng,
         confirmed_ids,
+        published: [
+            telemetry.metrics.published(&queues.features),
+            telemetry.metrics.published(&queues.y_true),
+        ],
     };
+    let mut status = StatusClock::new(args.observe.status_interval);
     let window = usize::from(args.broker.prefetch);
     info!(delay = ?args.delay, count = args.count, seed = args.seed, "streaming the diabetes data set");
     supervise(
         "nnmon-features",
         &args.broker.amqp_url,
         &cancel,
+        &telemetry,
         async |broker: &Broker| {
             declare_topology(broker, &queues).await?;
             let mut publisher = broker.publisher::<Sent>(window).await?;
-            if let Err(error) = stream(&mut publisher, &queues, &args, &mut progress, &cancel).await
-            {
+            telemetry.health.set(true);
+            let streamed = stream(
+                &mut publisher,
+                &queues,
+                &args,
+                &mut progress,
+                &mut status,
+                &cancel,
+            )
+            .await;
+            if let Err(error) = streamed {
                 let mut lost: Vec<Item> = publisher
                     .into_unconfirmed()
                     .into_iter()
@@ -129,8 +150,19 @@ pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
         },
     )
     .await?;
-    info!(confirmed = progress.confirmed, "features done");
+    report(&mut status, &progress, 0, true);
     Ok(())
+}
+
+/// Logs a progress line when one is due (or `last`).
+fn report(status: &mut StatusClock, progress: &Progress, in_flight: usize, last: bool) {
+    if let Some(rate) = status.due(progress.confirmed, last) {
+        let done = if last { "features stopped: " } else { "" };
+        info!(
+            "{done}{} items confirmed ({rate:.0}/s), {in_flight} messages awaiting the broker's confirm",
+            progress.confirmed
+        );
+    }
 }
 
 async fn publish_item(
@@ -183,6 +215,7 @@ async fn stream(
     queues: &QueueNames,
     args: &FeaturesArgs,
     progress: &mut Progress,
+    status: &mut StatusClock,
     cancel: &CancellationToken,
 ) -> Result<()> {
     // Items stay in `resend` until handed over, so a failure here loses none of them.
@@ -191,11 +224,13 @@ async fn stream(
         progress.resend.pop();
     }
     let mut next_due = Instant::now();
+    let mut ticks = tokio::time::interval(args.observe.status_interval);
     loop {
         for sent in publisher.ready()? {
             progress.confirm(sent)?;
         }
         progress.flush_ids()?;
+        report(status, progress, publisher.in_flight(), false);
         if progress.confirmed >= progress.target
             || (cancel.is_cancelled() && publisher.in_flight() == 0)
         {
@@ -221,6 +256,7 @@ async fn stream(
         tokio::select! {
             sent = publisher.confirmed(), if publisher.in_flight() > 0 => progress.confirm(sent?)?,
             () = tokio::time::sleep_until(next_due), if may_start => {}
+            _ = ticks.tick() => {}
             () = cancel.cancelled(), if !cancel.is_cancelled() => {}
         }
     }

@@ -13,24 +13,26 @@
 
 mod ledger;
 mod lock;
+mod monitor;
 
 use crate::cli::MetricArgs;
 use crate::services::{PoisonCounter, dead_letter, declare_topology, now_ms};
 use crate::supervisor::supervise;
+use crate::telemetry::{StatusClock, Telemetry};
 use anyhow::{Context, Result};
 use lock::DirLock;
+use monitor::Monitor;
 use nnmon_broker::{Broker, Delivery, Inbox, Publisher};
 use nnmon_join::{Half, JoinLimits, Side};
+use nnmon_observe::Counter;
 use nnmon_proto::{QueueNames, ValueMessage};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// How often waiting halves without a publish time are checked against the wall clock
-/// when no traffic comes.
+/// when no traffic comes (and progress is reported when due).
 const EVICTION_TICK: Duration = Duration::from_secs(1);
-/// How often a progress line is logged.
-const STATUS_EVERY: Duration = Duration::from_secs(10);
 
 pub use ledger::{Ledger, METRIC_HEADER, METRIC_LOG, ORPHANS_LOG, PENDING_JOURNAL, row_record};
 pub use lock::LOCK_FILE;
@@ -52,14 +54,31 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
             return Ok(());
         }
     };
+    let telemetry = Telemetry::start(&args.observe, &cancel).await?;
     let queues = QueueNames::with_prefix(&args.broker.queue_prefix);
     let prefetch = args.broker.prefetch;
-    let mut poison = PoisonCounter::default();
-    let mut status = Status::new(&queues);
+    let mut poison = PoisonCounter::new(telemetry.metrics.clone());
+    let mut backpressure = Backpressure::new(&queues);
+    let reference_mean = {
+        let data = nnmon_model::diabetes();
+        data.iter().map(|s| s.target).sum::<f64>() / data.len() as f64
+    };
+    let mut monitor = Monitor::new(
+        telemetry.clone(),
+        args.window,
+        reference_mean,
+        StatusClock::new(args.observe.status_interval),
+        &args.logs.log_dir,
+    );
+    let consumed = [
+        telemetry.metrics.consumed(&queues.y_true),
+        telemetry.metrics.consumed(&queues.y_pred),
+    ];
     supervise(
         "nnmon-metric",
         &args.broker.amqp_url,
         &cancel,
+        &telemetry,
         async |broker: &Broker| {
             declare_topology(broker, &queues).await?;
             let mut session = Session {
@@ -67,22 +86,26 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
                 queues: &queues,
                 ledger: &mut ledger,
                 poison: &mut poison,
+                monitor: &mut monitor,
+                consumed: &consumed,
             };
             let mut truths = broker.inbox(&queues.y_true, prefetch).await?;
             let mut predictions = broker.inbox(&queues.y_pred, prefetch).await?;
+            telemetry.health.set(true);
             let mut tick = tokio::time::interval(
                 EVICTION_TICK.min(args.join_ttl.max(Duration::from_millis(50))),
             );
             while !cancel.is_cancelled() {
                 let take_truths = session.ledger.accepts(Side::Truth);
                 let take_predictions = session.ledger.accepts(Side::Prediction);
-                status.note_backpressure(take_truths, take_predictions, session.ledger);
+                backpressure.note(take_truths, take_predictions, session.ledger);
                 tokio::select! {
                     () = cancel.cancelled() => {}
                     _ = tick.tick() => {
                         session.ledger.evict(now_ms())?;
                         session.ledger.flush()?;
-                        status.report(session.ledger, session.poison, false);
+                        session.monitor.observe(session.ledger.take_events());
+                        session.monitor.report(session.ledger, session.poison, false)?;
                     }
                     batch = truths.next_batch(), if take_truths => {
                         session.settle(Side::Truth, &truths, batch?).await?;
@@ -100,7 +123,8 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
     )
     .await?;
     ledger.flush()?;
-    status.report(&ledger, &poison, true);
+    monitor.observe(ledger.take_events());
+    monitor.report(&ledger, &poison, true)?;
     Ok(())
 }
 
@@ -110,6 +134,9 @@ struct Session<'a> {
     queues: &'a QueueNames,
     ledger: &'a mut Ledger,
     poison: &'a mut PoisonCounter,
+    monitor: &'a mut Monitor,
+    /// Messages settled from `y_true` and from `y_pred`.
+    consumed: &'a [Counter; 2],
 }
 
 impl Session<'_> {
@@ -138,30 +165,27 @@ impl Session<'_> {
         self.ledger.flush()?;
         self.dead_letters.drain().await?;
         inbox.ack(&batch).await?;
+        self.consumed[usize::from(side == Side::Prediction)].inc_by(batch.len() as u64);
+        self.monitor.observe(self.ledger.take_events());
         Ok(())
     }
 }
 
-/// The metric's human-readable progress lines and backpressure notices.
-struct Status {
+/// Says when a side of the join starts or stops waiting for the other to catch up.
+struct Backpressure {
     names: [String; 2],
     paused: [bool; 2],
-    last_report: Instant,
-    rows_at_last_report: u64,
 }
 
-impl Status {
+impl Backpressure {
     fn new(queues: &QueueNames) -> Self {
         Self {
             names: [queues.y_true.clone(), queues.y_pred.clone()],
             paused: [false; 2],
-            last_report: Instant::now(),
-            rows_at_last_report: 0,
         }
     }
 
-    /// Says when a side starts or stops waiting for the other to catch up.
-    fn note_backpressure(&mut self, take_truths: bool, take_predictions: bool, ledger: &Ledger) {
+    fn note(&mut self, take_truths: bool, take_predictions: bool, ledger: &Ledger) {
         let counts = ledger.counts();
         let sides = [
             (
@@ -192,33 +216,5 @@ impl Status {
                 info!("{these} and {those} caught up: reading {queue} again");
             }
         }
-    }
-
-    /// Logs one line of progress every [`STATUS_EVERY`], or now if `last`.
-    fn report(&mut self, ledger: &Ledger, poison: &PoisonCounter, last: bool) {
-        let elapsed = self.last_report.elapsed();
-        if !last && elapsed < STATUS_EVERY {
-            return;
-        }
-        let counts = ledger.counts();
-        let new_rows = counts.rows - self.rows_at_last_report;
-        let rate = new_rows as f64 / elapsed.as_secs_f64().max(1e-3);
-        let message = format!(
-            "{} rows this run ({rate:.0}/s); waiting for a partner: {} true values, {} predictions; \
-             {} orphans, {} duplicates dropped, {} dead-lettered",
-            counts.rows,
-            counts.waiting_truths,
-            counts.waiting_predictions,
-            counts.orphans,
-            counts.duplicates,
-            poison.total()
-        );
-        if last {
-            info!("metric stopped: {message}");
-        } else {
-            info!("{message}");
-        }
-        self.last_report = Instant::now();
-        self.rows_at_last_report = counts.rows;
     }
 }

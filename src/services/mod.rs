@@ -13,7 +13,9 @@ pub mod train;
 
 use anyhow::{Context, Result};
 use nnmon_broker::{AMQPValue, Broker, Delivery, LongString, Publisher, ShortString};
+use nnmon_observe::{DeadLetterLabels, Metrics};
 use nnmon_proto::{DecodeError, QueueNames, headers};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::warn;
 
@@ -38,17 +40,33 @@ pub(crate) fn now_ms() -> u64 {
     now_us() / 1000
 }
 
-/// Counts poison messages and logs each reason once, so a flood cannot flood the log.
-#[derive(Debug, Default)]
+/// Counts poison messages (also for Prometheus) and logs each reason once, so a flood
+/// cannot flood the log.
 pub(crate) struct PoisonCounter {
     total: u64,
     reasons_seen: Vec<&'static str>,
+    metrics: Arc<Metrics>,
 }
 
 impl PoisonCounter {
+    pub(crate) fn new(metrics: Arc<Metrics>) -> Self {
+        Self {
+            total: 0,
+            reasons_seen: Vec::new(),
+            metrics,
+        }
+    }
+
     pub(crate) fn record(&mut self, queue: &str, error: &DecodeError) {
         self.total += 1;
         let reason = error.reason();
+        self.metrics
+            .dead_lettered
+            .get_or_create(&DeadLetterLabels {
+                queue: queue.to_owned(),
+                reason: reason.to_owned(),
+            })
+            .inc();
         if !self.reasons_seen.contains(&reason) {
             self.reasons_seen.push(reason);
             warn!(queue, reason, %error, "dead-lettering a message that cannot be processed; further ones with this reason are counted, not logged");

@@ -1,20 +1,53 @@
 //! `nnmon model`: the transform. Predicts every feature vector and publishes the
-//! prediction, under the same ID, to `y_pred`.
+//! prediction, under the same ID, to `y_pred`; watches the inputs for drift on the way.
 //!
 //! A features message is acked only after its prediction (or, for a poison message, its
 //! dead-letter copy) is confirmed by the broker. Every delivery yields exactly one publish,
 //! in delivery order, and confirms arrive in publish order, so one ack with `multiple`
 //! settles everything up to the latest confirmed delivery.
+//!
+//! Input drift: every feature vector also goes to a [`FeatureDrift`] detector (each
+//! feature of the recent window against the training data). An alarm raised or cleared is
+//! logged once; the scores go to Prometheus and to `<log-dir>/feature_drift.json` for
+//! `plot`'s page.
 
 use crate::cli::ModelArgs;
-use crate::services::{PoisonCounter, dead_letter, declare_topology};
+use crate::services::{PoisonCounter, dead_letter, declare_topology, now_ms};
 use crate::supervisor::supervise;
+use crate::telemetry::{StatusClock, Telemetry, write_json_atomically};
 use anyhow::{Context, Result};
 use nnmon_broker::{Acker, BasicAckOptions, Broker, Delivery, Publisher, message_properties};
-use nnmon_model::LinearModel;
+use nnmon_model::{LinearModel, diabetes};
+use nnmon_observe::{Counter, FeatureLabels};
 use nnmon_proto::{DecodeError, FeaturesMessage, QueueNames, ValueMessage};
+use nnmon_stats::{
+    DIABETES_FEATURE_NAMES, FEATURE_DRIFT_FILE, FeatureDrift, FeatureDriftConfig,
+    FeatureDriftReport,
+};
+use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
+
+/// What a confirm settles: the features message to ack, and whether the message
+/// confirmed was its prediction (or a dead-letter copy).
+struct Settled {
+    acker: Acker,
+    predicted: bool,
+}
+
+/// Everything a delivery goes through, kept across reconnections.
+struct Predictor {
+    model: LinearModel,
+    queues: QueueNames,
+    poison: PoisonCounter,
+    drift: FeatureDrift,
+    telemetry: Telemetry,
+    consumed: Counter,
+    published: Counter,
+    drift_file: PathBuf,
+    /// Features messages settled (acked).
+    settled: u64,
+}
 
 pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
     let (model, source) = match &args.coefficients {
@@ -25,84 +58,197 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
         ),
     };
     info!(intercept = model.intercept, %source, "model loaded");
+    let log_dir = &args.logs.log_dir;
+    std::fs::create_dir_all(log_dir)
+        .with_context(|| format!("creating the log folder {}", log_dir.display()))?;
+    let telemetry = Telemetry::start(&args.observe, &cancel).await?;
     let queues = QueueNames::with_prefix(&args.broker.queue_prefix);
+    let reference: Vec<_> = diabetes().iter().map(|sample| sample.features).collect();
+    let drift = FeatureDrift::new(
+        &reference,
+        DIABETES_FEATURE_NAMES,
+        FeatureDriftConfig {
+            window: args.drift_window,
+            ..FeatureDriftConfig::default()
+        },
+    );
+    let mut predictor = Predictor {
+        model,
+        poison: PoisonCounter::new(telemetry.metrics.clone()),
+        consumed: telemetry.metrics.consumed(&queues.features),
+        published: telemetry.metrics.published(&queues.y_pred),
+        queues,
+        drift,
+        telemetry: telemetry.clone(),
+        drift_file: log_dir.join(FEATURE_DRIFT_FILE),
+        settled: 0,
+    };
     let prefetch = args.broker.prefetch;
-    let mut poison = PoisonCounter::default();
+    let mut status = StatusClock::new(args.observe.status_interval);
     supervise(
         "nnmon-model",
         &args.broker.amqp_url,
         &cancel,
+        &telemetry,
         async |broker: &Broker| {
-            declare_topology(broker, &queues).await?;
-            let mut publisher = broker.publisher::<Acker>(usize::from(prefetch)).await?;
+            let queues = &predictor.queues;
+            declare_topology(broker, queues).await?;
+            let mut publisher = broker.publisher::<Settled>(usize::from(prefetch)).await?;
             let mut inbox = broker.inbox(&queues.features, prefetch).await?;
+            telemetry.health.set(true);
+            let mut ticks = tokio::time::interval(args.observe.status_interval);
             loop {
                 tokio::select! {
                     biased;
                     () = cancel.cancelled() => break,
                     confirmed = publisher.confirmed(), if publisher.in_flight() > 0 => {
-                        let mut newest = confirmed?;
-                        if let Some(later) = publisher.ready()?.pop() {
-                            newest = later;
-                        }
-                        newest.ack(BasicAckOptions { multiple: true }).await?;
+                        let mut settled = vec![confirmed?];
+                        settled.extend(publisher.ready()?);
+                        predictor.settle(settled).await?;
                     }
                     batch = inbox.next_batch(), if !publisher.is_full() => {
                         for delivery in batch? {
-                            predict(&model, &queues, &mut publisher, &mut poison, delivery).await?;
+                            predictor.predict(&mut publisher, delivery).await?;
                         }
                     }
+                    _ = ticks.tick() => predictor.report(&mut status, false)?,
                 }
             }
             // Shutdown: stop taking work, let what is in flight land, ack it.
-            if let Some(newest) = publisher.drain().await?.pop() {
-                newest.ack(BasicAckOptions { multiple: true }).await?;
-            }
+            let settled = publisher.drain().await?;
+            predictor.settle(settled).await?;
             inbox.close().await?;
             publisher.close().await?;
             Ok(())
         },
     )
     .await?;
-    info!(poison = poison.total(), "model stopped");
+    predictor.report(&mut status, true)?;
     Ok(())
 }
 
-async fn predict(
-    model: &LinearModel,
-    queues: &QueueNames,
-    publisher: &mut Publisher<Acker>,
-    poison: &mut PoisonCounter,
-    delivery: Delivery,
-) -> Result<()> {
-    let message = match FeaturesMessage::decode(&delivery.data) {
-        Ok(message) => message,
-        Err(error) => return reject(queues, publisher, poison, delivery, error).await,
-    };
-    let prediction = ValueMessage {
-        value: model.predict(&message.features),
-        id: message.id,
-        published_us: message.published_us,
-    };
-    let Ok(body) = prediction.encode() else {
-        // Finite but extreme features can overflow the dot product to infinity.
-        return reject(queues, publisher, poison, delivery, DecodeError::NonFinite).await;
-    };
-    let properties = message_properties(prediction.id.as_str());
-    publisher
-        .publish(&queues.y_pred, &body, properties, delivery.acker)
-        .await?;
-    Ok(())
-}
+impl Predictor {
+    async fn predict(
+        &mut self,
+        publisher: &mut Publisher<Settled>,
+        delivery: Delivery,
+    ) -> Result<()> {
+        let message = match FeaturesMessage::decode(&delivery.data) {
+            Ok(message) => message,
+            Err(error) => return self.reject(publisher, delivery, error).await,
+        };
+        let prediction = ValueMessage {
+            value: self.model.predict(&message.features),
+            id: message.id,
+            published_us: message.published_us,
+        };
+        let Ok(body) = prediction.encode() else {
+            // Finite but extreme features can overflow the dot product to infinity.
+            return self
+                .reject(publisher, delivery, DecodeError::NonFinite)
+                .await;
+        };
+        for flip in self.drift.push(&message.features) {
+            if flip.alarm {
+                warn!(
+                    feature = flip.subject,
+                    item = flip.item,
+                    "input drift: {} no longer looks like the training data",
+                    flip.subject
+                );
+            } else {
+                info!(
+                    feature = flip.subject,
+                    item = flip.item,
+                    "input drift cleared: {} looks like the training data again",
+                    flip.subject
+                );
+            }
+        }
+        let properties = message_properties(prediction.id.as_str());
+        let settled = Settled {
+            acker: delivery.acker,
+            predicted: true,
+        };
+        publisher
+            .publish(&self.queues.y_pred, &body, properties, settled)
+            .await?;
+        Ok(())
+    }
 
-async fn reject(
-    queues: &QueueNames,
-    publisher: &mut Publisher<Acker>,
-    poison: &mut PoisonCounter,
-    delivery: Delivery,
-    error: DecodeError,
-) -> Result<()> {
-    poison.record(&queues.features, &error);
-    let acker = delivery.acker.clone();
-    dead_letter(publisher, queues, &delivery, &error, acker).await
+    async fn reject(
+        &mut self,
+        publisher: &mut Publisher<Settled>,
+        delivery: Delivery,
+        error: DecodeError,
+    ) -> Result<()> {
+        self.poison.record(&self.queues.features, &error);
+        let settled = Settled {
+            acker: delivery.acker.clone(),
+            predicted: false,
+        };
+        dead_letter(publisher, &self.queues, &delivery, &error, settled).await
+    }
+
+    /// Acks, in one frame, the features messages whose outputs were confirmed.
+    async fn settle(&mut self, settled: Vec<Settled>) -> Result<()> {
+        let count = settled.len() as u64;
+        let predicted = settled.iter().filter(|s| s.predicted).count() as u64;
+        if let Some(newest) = settled.into_iter().next_back() {
+            newest.acker.ack(BasicAckOptions { multiple: true }).await?;
+        }
+        self.settled += count;
+        self.consumed.inc_by(count);
+        self.published.inc_by(predicted);
+        Ok(())
+    }
+
+    /// Updates the drift gauges and `feature_drift.json`, and logs a progress line, when
+    /// one is due (or `last`).
+    fn report(&mut self, status: &mut StatusClock, last: bool) -> Result<()> {
+        let Some(rate) = status.due(self.settled, last) else {
+            return Ok(());
+        };
+        let scores = self.drift.scores();
+        let metrics = &self.telemetry.metrics;
+        for score in &scores {
+            let labels = FeatureLabels {
+                feature: score.name.clone(),
+            };
+            metrics
+                .feature_drift_score
+                .get_or_create(&labels)
+                .set(score.statistic);
+            metrics
+                .feature_drift_alarm
+                .get_or_create(&labels)
+                .set(i64::from(score.alarm));
+        }
+        write_json_atomically(
+            &self.drift_file,
+            &FeatureDriftReport {
+                updated_ms: now_ms(),
+                items: self.drift.items(),
+                window: self.drift.config().window,
+                features: scores.clone(),
+            },
+        )?;
+        let alarms: Vec<&str> = scores
+            .iter()
+            .filter(|s| s.alarm)
+            .map(|s| s.name.as_str())
+            .collect();
+        let drift = match (scores.is_empty(), alarms.is_empty()) {
+            (true, _) => "not tested yet (window filling)".to_owned(),
+            (false, true) => "none".to_owned(),
+            (false, false) => format!("ALARM on {}", alarms.join(", ")),
+        };
+        let done = if last { "model stopped: " } else { "" };
+        info!(
+            "{done}{} items predicted ({rate:.0}/s); input drift: {drift}; {} dead-lettered",
+            self.settled,
+            self.poison.total()
+        );
+        Ok(())
+    }
 }

@@ -96,6 +96,14 @@ pub fn host_rabbitmqctl(args: &[&str]) -> bool {
 
 pub const MINUTE: Duration = Duration::from_secs(60);
 
+/// A TCP port nothing listens on right now, for a service's HTTP endpoint.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
 /// Streams `items` at a steady rate with model and metric running, calls `fault` once a
 /// quarter of the rows are in, then checks that the logged IDs are exactly the confirmed ones.
 pub async fn stream_through(

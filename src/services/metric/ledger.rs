@@ -36,6 +36,22 @@ const LEGACY_PENDING_HEADER: &str = "id,side,value,published_us,arrived_ms";
 /// The journal is compacted once it holds this many lines and four times the waiting halves.
 const COMPACT_AFTER_LINES: usize = 10_000;
 
+/// A row written by a flush: what monitoring needs of it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WrittenRow {
+    pub y_true: f64,
+    pub y_pred: f64,
+    pub latency_us: Option<u64>,
+}
+
+/// What the ledger did since the caller last asked ([`Ledger::take_events`]).
+#[derive(Debug, Default)]
+pub struct Events {
+    pub rows: Vec<WrittenRow>,
+    pub orphans: Vec<(Side, EvictionCause)>,
+    pub duplicates: u64,
+}
+
 /// What the ledger has done since it was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -55,6 +71,7 @@ pub struct Ledger {
     /// Pairs matched since the last flush, written (with their latency) by the flush.
     matched: Vec<Pair>,
     counts: Counts,
+    events: Events,
     record: Record,
 }
 
@@ -215,6 +232,7 @@ impl Ledger {
             journal_lines,
             matched: Vec::new(),
             counts: Counts::default(),
+            events: Events::default(),
             record: Record::default(),
         };
         let mut restored: Vec<Journaled> = waiting.into_values().collect();
@@ -255,7 +273,10 @@ impl Ledger {
                 self.journal_lines += 1;
             }
             Offer::Pending => {}
-            Offer::Duplicate => self.counts.duplicates += 1,
+            Offer::Duplicate => {
+                self.counts.duplicates += 1;
+                self.events.duplicates += 1;
+            }
             Offer::Late(orphan) => self.write_orphan(&orphan, now_ms)?,
         }
         Ok(())
@@ -273,6 +294,7 @@ impl Ledger {
             .push(orphan.cause.as_str());
         self.orphans.append(&self.record)?;
         self.counts.orphans += 1;
+        self.events.orphans.push((half.side, orphan.cause));
         Ok(())
     }
 
@@ -298,6 +320,11 @@ impl Ledger {
             row_record(&mut self.record, &pair, latency);
             self.rows.append(&self.record)?;
             self.counts.rows += 1;
+            self.events.rows.push(WrittenRow {
+                y_true: pair.y_true,
+                y_pred: pair.y_pred,
+                latency_us: latency,
+            });
         }
         self.rows.flush()?;
         self.orphans.flush()?;
@@ -330,6 +357,11 @@ impl Ledger {
         self.journal.rewrite(&records)?;
         self.journal_lines = records.len();
         Ok(())
+    }
+
+    /// What happened since the last call: rows written (by flushes), orphans, duplicates.
+    pub fn take_events(&mut self) -> Events {
+        std::mem::take(&mut self.events)
     }
 
     pub fn counts(&self) -> Counts {

@@ -1,0 +1,153 @@
+//! What `metric` tells the people watching the model: regression statistics over the last
+//! `--window` rows, the error-drift alarm, Prometheus metrics, a progress line and
+//! `<log-dir>/metric_status.json` for `plot`'s page.
+
+use super::ledger::{Events, Ledger};
+use crate::services::{PoisonCounter, now_ms};
+use crate::telemetry::{StatusClock, Telemetry, write_json_atomically};
+use anyhow::Result;
+use nnmon_join::Side;
+use nnmon_observe::{OrphanLabels, SideLabels};
+use nnmon_stats::{
+    ErrorDrift, ErrorDriftConfig, ErrorDriftScore, ErrorStats, METRIC_STATUS_FILE, MetricStatus,
+};
+use std::path::Path;
+use std::path::PathBuf;
+use tracing::{info, warn};
+
+pub struct Monitor {
+    stats: ErrorStats,
+    drift: ErrorDrift,
+    telemetry: Telemetry,
+    clock: StatusClock,
+    status_file: PathBuf,
+}
+
+impl Monitor {
+    /// `reference_mean`: the training target's mean, the dummy baseline's prediction.
+    pub fn new(
+        telemetry: Telemetry,
+        window: usize,
+        reference_mean: f64,
+        clock: StatusClock,
+        log_dir: &Path,
+    ) -> Self {
+        Self {
+            stats: ErrorStats::new(window, reference_mean),
+            drift: ErrorDrift::new(ErrorDriftConfig::default()),
+            telemetry,
+            clock,
+            status_file: log_dir.join(METRIC_STATUS_FILE),
+        }
+    }
+
+    /// Takes in what the ledger did: rows into the statistics, the detector and the
+    /// histograms; orphans and duplicates into their counters.
+    pub fn observe(&mut self, events: Events) {
+        let metrics = &self.telemetry.metrics;
+        for row in &events.rows {
+            let absolute_error = (row.y_true - row.y_pred).abs();
+            self.stats.push(row.y_true, row.y_pred);
+            metrics.absolute_error.observe(absolute_error);
+            if let Some(latency) = row.latency_us {
+                metrics.row_latency_seconds.observe(latency as f64 / 1e6);
+            }
+            if let Some(flip) = self.drift.push(absolute_error) {
+                metrics.error_drift_alarm.set(i64::from(flip.alarm));
+                if flip.alarm {
+                    warn!(
+                        row = flip.item,
+                        "performance drift: the absolute error has risen above what it was"
+                    );
+                } else {
+                    info!(
+                        row = flip.item,
+                        "performance drift cleared: the absolute error is back to normal"
+                    );
+                }
+            }
+        }
+        metrics.rows.inc_by(events.rows.len() as u64);
+        metrics.duplicates.inc_by(events.duplicates);
+        for (side, cause) in events.orphans {
+            metrics
+                .orphans
+                .get_or_create(&OrphanLabels {
+                    side: side.as_str().to_owned(),
+                    cause: cause.as_str().to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// Updates the gauges, the status file and the progress line when due (or `last`).
+    pub fn report(&mut self, ledger: &Ledger, poison: &PoisonCounter, last: bool) -> Result<()> {
+        let counts = ledger.counts();
+        let Some(rate) = self.clock.due(counts.rows, last) else {
+            return Ok(());
+        };
+        let metrics = &self.telemetry.metrics;
+        for (side, waiting) in [
+            (Side::Truth, counts.waiting_truths),
+            (Side::Prediction, counts.waiting_predictions),
+        ] {
+            metrics
+                .join_pending
+                .get_or_create(&SideLabels {
+                    side: side.as_str().to_owned(),
+                })
+                .set(waiting as i64);
+        }
+        let window = self.stats.window();
+        if let Some(window) = &window {
+            metrics.window_mae.set(window.mae);
+            metrics.window_rmse.set(window.rmse);
+            metrics.window_bias.set(window.bias);
+            if let Some(r2) = window.r2 {
+                metrics.window_r2.set(r2);
+            }
+        }
+        write_json_atomically(
+            &self.status_file,
+            &MetricStatus {
+                updated_ms: now_ms(),
+                rows: counts.rows,
+                duplicates: counts.duplicates,
+                orphans: counts.orphans,
+                waiting_truths: counts.waiting_truths as u64,
+                waiting_predictions: counts.waiting_predictions as u64,
+                dead_lettered: poison.total(),
+                error_drift: ErrorDriftScore {
+                    alarm: self.drift.alarm(),
+                    score: self.drift.score(),
+                },
+            },
+        )?;
+        let quality = match &window {
+            Some(w) => format!(
+                "last {} rows: MAE {:.1}, bias {:+.1}{}",
+                w.count,
+                w.mae,
+                w.bias,
+                if self.drift.alarm() {
+                    ", ERROR DRIFT ALARM"
+                } else {
+                    ""
+                }
+            ),
+            None => "no rows yet".to_owned(),
+        };
+        let done = if last { "metric stopped: " } else { "" };
+        info!(
+            "{done}{} rows this run ({rate:.0}/s); {quality}; waiting for a partner: {} true \
+             values, {} predictions; {} orphans, {} duplicates dropped, {} dead-lettered",
+            counts.rows,
+            counts.waiting_truths,
+            counts.waiting_predictions,
+            counts.orphans,
+            counts.duplicates,
+            poison.total()
+        );
+        Ok(())
+    }
+}

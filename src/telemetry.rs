@@ -1,0 +1,81 @@
+//! What every service reports while it runs: Prometheus metrics and health (served when
+//! `--metrics-addr` is given), one human progress line every `--status-interval`, and
+//! status files written atomically for `plot`'s page.
+
+use crate::cli::ObserveArgs;
+use anyhow::{Context, Result};
+use nnmon_observe::{Health, Metrics};
+use serde::Serialize;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// A service's metrics and health, shared with its HTTP endpoint.
+#[derive(Clone)]
+pub struct Telemetry {
+    pub metrics: Arc<Metrics>,
+    pub health: Health,
+}
+
+impl Telemetry {
+    /// Creates the service's metrics and, with `--metrics-addr`, serves them until
+    /// `cancel` fires. A port that cannot be bound fails the service at once.
+    pub async fn start(args: &ObserveArgs, cancel: &CancellationToken) -> Result<Self> {
+        let telemetry = Self {
+            metrics: Arc::new(Metrics::new()),
+            health: Health::default(),
+        };
+        if let Some(addr) = args.metrics_addr {
+            nnmon_observe::serve(
+                addr,
+                telemetry.metrics.clone(),
+                telemetry.health.clone(),
+                cancel.clone(),
+            )
+            .await?;
+        }
+        Ok(telemetry)
+    }
+}
+
+/// Says when the next progress line is due and how fast a count grew since the last one.
+pub struct StatusClock {
+    every: Duration,
+    last: Instant,
+    count_at_last: u64,
+}
+
+impl StatusClock {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: Instant::now(),
+            count_at_last: 0,
+        }
+    }
+
+    /// When a line is due (or `now` is forced), the rate per second at which `count` grew
+    /// since the last line.
+    pub fn due(&mut self, count: u64, force: bool) -> Option<f64> {
+        let elapsed = self.last.elapsed();
+        if !force && elapsed < self.every {
+            return None;
+        }
+        let rate =
+            count.saturating_sub(self.count_at_last) as f64 / elapsed.as_secs_f64().max(1e-3);
+        self.last = Instant::now();
+        self.count_at_last = count;
+        Some(rate)
+    }
+}
+
+/// Writes `value` as JSON to `path` atomically: a reader sees the old file or the new one.
+pub fn write_json_atomically(path: &Path, value: &impl Serialize) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let json = serde_json::to_vec_pretty(value).context("encoding a status file")?;
+    std::fs::write(&tmp, json).with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+    Ok(())
+}
