@@ -12,7 +12,7 @@ use tracing::{info, warn};
 /// (see [`is_permanent`](Self::is_permanent)).
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
-    #[error("AMQP: {0}")]
+    #[error("AMQP error")]
     Amqp(#[from] lapin::Error),
     /// The broker refused this user for good: a wrong password, a missing or forbidden
     /// vhost, or missing permissions. Retrying cannot help.

@@ -18,7 +18,7 @@ pub enum ModelError {
         path: String,
         source: std::io::Error,
     },
-    #[error("invalid model JSON: {0}")]
+    #[error("invalid model JSON")]
     Json(#[from] serde_json::Error),
     #[error("the model has a non-finite parameter")]
     NonFinite,
