@@ -281,3 +281,97 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("moving {} into place", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nnmon_stats::{ErrorDriftScore, FeatureScore};
+
+    fn write_log(dir: &Path, rows: &str) {
+        let header = crate::services::metric::METRIC_HEADER;
+        std::fs::write(
+            dir.join(crate::services::metric::METRIC_LOG),
+            format!("{header}\n{rows}"),
+        )
+        .expect("write the log");
+    }
+
+    #[test]
+    fn reads_rows_latency_and_status_files_missing_or_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_log(dir.path(), "a,10,12,2,3000\nb,20,17,3,\nc,x,1,1,1\n");
+        let mut monitor = Monitor::new(dir.path(), 2);
+        assert_eq!(monitor.read_new().expect("read"), 3);
+        let summary = monitor.summary(7);
+        assert_eq!((summary.rows, summary.unreadable_rows), (2, 1));
+        let window = summary.window.expect("window stats");
+        assert_eq!((window.count, window.mae, window.bias), (2, 2.5, -0.5));
+        // Only row a said when it was published.
+        let latency = summary.latency_total.expect("latency");
+        assert_eq!(latency.count, 1);
+        // From the sketch: within its relative error.
+        assert!((latency.p50_ms - 3.0).abs() <= 3.0 * QuantileSketch::RELATIVE_ERROR);
+        assert_eq!((summary.feature_drift, summary.metric), (None, None));
+
+        let status = MetricStatus {
+            updated_ms: 5,
+            rows: 2,
+            duplicates: 0,
+            orphans: 1,
+            waiting_truths: 0,
+            waiting_predictions: 3,
+            dead_lettered: 4,
+            error_drift: ErrorDriftScore {
+                alarm: false,
+                score: 0.25,
+            },
+        };
+        let drift = FeatureDriftReport {
+            updated_ms: 6,
+            items: 600,
+            window: 500,
+            features: vec![FeatureScore {
+                name: "bmi".into(),
+                statistic: 0.5,
+                p_value: 1e-9,
+                alarm: true,
+            }],
+        };
+        let status_json = serde_json::to_string(&status).expect("json");
+        let drift_json = serde_json::to_string(&drift).expect("json");
+        std::fs::write(dir.path().join(METRIC_STATUS_FILE), status_json).expect("write");
+        std::fs::write(dir.path().join(FEATURE_DRIFT_FILE), drift_json).expect("write");
+        let summary = monitor.summary(8);
+        assert_eq!(summary.metric, Some(status));
+        assert_eq!(summary.feature_drift, Some(drift));
+        // A file cut short is "not reported", not an error.
+        std::fs::write(dir.path().join(METRIC_STATUS_FILE), "{\"updated_ms\":").expect("write");
+        assert_eq!(monitor.summary(9).metric, None);
+    }
+
+    #[test]
+    fn a_replaced_log_starts_the_statistics_over() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        write_log(dir.path(), "a,10,12,2,\nb,20,17,3,\n");
+        let mut monitor = Monitor::new(dir.path(), 10);
+        monitor.read_new().expect("read");
+        let replacement = dir.path().join("new.csv");
+        std::fs::write(
+            &replacement,
+            format!("{}\nc,1,2,1,\n", crate::services::metric::METRIC_HEADER),
+        )
+        .expect("write");
+        std::fs::rename(
+            &replacement,
+            dir.path().join(crate::services::metric::METRIC_LOG),
+        )
+        .expect("rename");
+        monitor.read_new().expect("read");
+        assert_eq!(monitor.rows(), 1);
+        let summary = monitor.summary(1);
+        monitor.record_history(&summary);
+        let update = serde_json::to_value(monitor.page_update(&summary)).expect("json");
+        assert_eq!(update["pairs"], serde_json::json!([[1.0, 2.0]]));
+        assert_eq!(update["history"][0]["rows"], 1);
+    }
+}
