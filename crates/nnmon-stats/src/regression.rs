@@ -197,6 +197,19 @@ impl ErrorStats {
         self.sketch.merge(&other.sketch);
         self.skipped += other.skipped;
     }
+
+    /// Continues this stream with `later`, rows that came after all of this one's: totals
+    /// add up as with [`merge`](Self::merge), and the window holds the last rows of both.
+    /// Lets a reader gather a batch in bounded memory before deciding where it belongs.
+    pub fn append(&mut self, later: &ErrorStats) {
+        self.merge(later);
+        for &row in &later.recent {
+            if self.recent.len() == self.window {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(row);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -308,6 +321,28 @@ mod tests {
             let merged = left.total().unwrap_or_else(|| unreachable!());
             assert_matches(&merged, &naive(&all, 150.0), QuantileSketch::RELATIVE_ERROR);
             prop_assert_eq!(merged.p90, both.total().map(|s| s.p90).unwrap_or_default());
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn appending_a_later_batch_equals_one_stream(
+            a in rows(),
+            b in rows(),
+            window in 1usize..50,
+        ) {
+            let (mut first, mut later, mut both) = (
+                ErrorStats::new(window, 100.0),
+                ErrorStats::new(window, 100.0),
+                ErrorStats::new(window, 100.0),
+            );
+            for &(t, p) in &a { first.push(t, p); both.push(t, p); }
+            for &(t, p) in &b { later.push(t, p); both.push(t, p); }
+            first.append(&later);
+            prop_assert_eq!(first.window(), both.window());
+            let (merged, whole) = (first.total(), both.total());
+            prop_assert_eq!(merged.as_ref().map(|s| s.count), whole.as_ref().map(|s| s.count));
+            prop_assert_eq!(merged.map(|s| s.p99), whole.map(|s| s.p99));
         }
     }
 

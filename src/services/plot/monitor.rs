@@ -86,16 +86,63 @@ pub struct PageUpdate<'a> {
     pub pairs: &'a VecDeque<[f64; 2]>,
 }
 
+/// The statistics of a run of rows, in memory that does not grow with them.
+struct Rows {
+    window: usize,
+    stats: ErrorStats,
+    latency: QuantileSketch,
+    recent_latency: VecDeque<f64>,
+    pairs: VecDeque<[f64; 2]>,
+}
+
+/// Pushes `value` to a ring of at most `capacity` values.
+fn push_bounded<T>(ring: &mut VecDeque<T>, capacity: usize, value: T) {
+    if ring.len() == capacity {
+        ring.pop_front();
+    }
+    ring.push_back(value);
+}
+
+impl Rows {
+    fn new(window: usize, reference_mean: f64) -> Self {
+        Self {
+            window,
+            stats: ErrorStats::new(window, reference_mean),
+            latency: QuantileSketch::new(),
+            recent_latency: VecDeque::with_capacity(window),
+            pairs: VecDeque::with_capacity(RECENT_PAIRS),
+        }
+    }
+
+    fn push(&mut self, y_true: f64, y_pred: f64, latency_ms: Option<f64>) {
+        self.stats.push(y_true, y_pred);
+        push_bounded(&mut self.pairs, RECENT_PAIRS, [y_true, y_pred]);
+        if let Some(ms) = latency_ms.filter(|ms| ms.is_finite()) {
+            self.latency.record(ms);
+            push_bounded(&mut self.recent_latency, self.window, ms);
+        }
+    }
+
+    /// Continues these rows with `later` ones.
+    fn append(&mut self, later: Rows) {
+        self.stats.append(&later.stats);
+        self.latency.merge(&later.latency);
+        for ms in later.recent_latency {
+            push_bounded(&mut self.recent_latency, self.window, ms);
+        }
+        for pair in later.pairs {
+            push_bounded(&mut self.pairs, RECENT_PAIRS, pair);
+        }
+    }
+}
+
 /// Follows the metric log and keeps the statistics of every row read so far.
 pub struct Monitor {
     log_dir: PathBuf,
     tail: LogTail,
     window: usize,
     reference_mean: f64,
-    stats: ErrorStats,
-    latency: QuantileSketch,
-    recent_latency: VecDeque<f64>,
-    pairs: VecDeque<[f64; 2]>,
+    rows: Rows,
     history: VecDeque<HistoryPoint>,
     unreadable: u64,
     /// Status files already warned about as unreadable, so a bad file warns once.
@@ -118,10 +165,7 @@ impl Monitor {
             ),
             window,
             reference_mean,
-            stats: ErrorStats::new(window, reference_mean),
-            latency: QuantileSketch::new(),
-            recent_latency: VecDeque::with_capacity(window),
-            pairs: VecDeque::with_capacity(RECENT_PAIRS),
+            rows: Rows::new(window, reference_mean),
             history: VecDeque::with_capacity(HISTORY_POINTS),
             unreadable: 0,
             warned: Vec::new(),
@@ -131,7 +175,10 @@ impl Monitor {
     /// Reads the rows appended since the last call; returns how many.
     pub fn read_new(&mut self) -> Result<usize> {
         let mut unreadable = 0;
-        let mut fresh: Vec<(f64, f64, Option<f64>)> = Vec::new();
+        // The new rows' statistics, in bounded memory however many there are (a first
+        // read of a long log hands out millions); whether they continue the rows read
+        // before or replace them (a new log) is known only once they are all read.
+        let mut fresh = Rows::new(self.window, self.reference_mean);
         let event = self.tail.read_new(|row| {
             let [y_true, y_pred, latency_us] = row else {
                 return;
@@ -140,14 +187,14 @@ impl Monitor {
                 (Ok(t), Ok(p)) if t.is_finite() && p.is_finite() => {
                     // Empty when the producer did not say when it published.
                     let latency_ms = latency_us.parse::<f64>().ok().map(|us| us / 1000.0);
-                    fresh.push((t, p, latency_ms));
+                    fresh.push(t, p, latency_ms);
                 }
                 _ => unreadable += 1,
             }
         })?;
         if event.reset {
             info!("the metric log was replaced; starting over");
-            self.reset();
+            self.rows = Rows::new(self.window, self.reference_mean);
         }
         if unreadable > 0 && self.unreadable == 0 {
             warn!(
@@ -156,50 +203,31 @@ impl Monitor {
             );
         }
         self.unreadable += unreadable;
-        for (y_true, y_pred, latency_ms) in fresh {
-            self.stats.push(y_true, y_pred);
-            if self.pairs.len() == RECENT_PAIRS {
-                self.pairs.pop_front();
-            }
-            self.pairs.push_back([y_true, y_pred]);
-            if let Some(ms) = latency_ms.filter(|ms| ms.is_finite()) {
-                self.latency.record(ms);
-                if self.recent_latency.len() == self.window {
-                    self.recent_latency.pop_front();
-                }
-                self.recent_latency.push_back(ms);
-            }
-        }
+        self.rows.append(fresh);
         Ok(event.rows)
     }
 
-    fn reset(&mut self) {
-        self.stats = ErrorStats::new(self.window, self.reference_mean);
-        self.latency = QuantileSketch::new();
-        self.recent_latency.clear();
-        self.pairs.clear();
-    }
-
     pub fn rows(&self) -> u64 {
-        self.stats.count()
+        self.rows.stats.count()
     }
 
     /// Every statistic as of `now_ms`, with the status files as they are on disk now.
     pub fn summary(&mut self, now_ms: u64) -> Summary {
-        let mut recent: Vec<f64> = self.recent_latency.iter().copied().collect();
+        let rows = &self.rows;
+        let mut recent: Vec<f64> = rows.recent_latency.iter().copied().collect();
         recent.sort_unstable_by(f64::total_cmp);
         Summary {
             updated_ms: now_ms,
-            rows: self.stats.count(),
+            rows: self.rows.stats.count(),
             unreadable_rows: self.unreadable,
             window_size: self.window,
-            window: self.stats.window(),
-            total: self.stats.total(),
+            window: rows.stats.window(),
+            total: rows.stats.total(),
             latency_window: LatencyStats::of(recent.len(), |q| nearest_rank(&recent, q)),
-            latency_total: LatencyStats::of(self.latency.count() as usize, |q| {
-                self.latency.quantile(q)
+            latency_total: LatencyStats::of(rows.latency.count() as usize, |q| {
+                rows.latency.quantile(q)
             }),
-            histogram: self.stats.histogram(chart::BINS),
+            histogram: rows.stats.histogram(chart::BINS),
             feature_drift: self.status_file(FEATURE_DRIFT_FILE),
             metric: self.status_file(METRIC_STATUS_FILE),
         }
@@ -227,7 +255,7 @@ impl Monitor {
         PageUpdate {
             summary,
             history: &self.history,
-            pairs: &self.pairs,
+            pairs: &self.rows.pairs,
         }
     }
 
