@@ -4,7 +4,7 @@
 
 use crate::cli::ObserveArgs;
 use anyhow::{Context, Result};
-use nnmon_observe::{Health, Metrics};
+use nnmon_observe::{Health, Metrics, Service};
 use serde::Serialize;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,9 +21,13 @@ pub struct Telemetry {
 impl Telemetry {
     /// Creates the service's metrics and, with `--metrics-addr`, serves them until
     /// `cancel` fires. A port that cannot be bound fails the service at once.
-    pub async fn start(args: &ObserveArgs, cancel: &CancellationToken) -> Result<Self> {
+    pub async fn start(
+        service: Service,
+        args: &ObserveArgs,
+        cancel: &CancellationToken,
+    ) -> Result<Self> {
         let telemetry = Self {
-            metrics: Arc::new(Metrics::new()),
+            metrics: Arc::new(Metrics::new(service)),
             health: Health::default(),
         };
         if let Some(addr) = args.metrics_addr {

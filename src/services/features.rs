@@ -98,7 +98,8 @@ pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
         }
         None => None,
     };
-    let telemetry = Telemetry::start(&args.observe, &cancel).await?;
+    let telemetry =
+        Telemetry::start(nnmon_observe::Service::Features, &args.observe, &cancel).await?;
     let mut progress = Progress {
         target,
         started: 0,

@@ -19,7 +19,7 @@ use crate::cli::MetricArgs;
 use crate::services::{PoisonCounter, dead_letter, declare_topology, now_ms};
 use crate::supervisor::supervise;
 use crate::telemetry::{StatusClock, Telemetry};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use lock::DirLock;
 use monitor::Monitor;
 use nnmon_broker::{Broker, Delivery, Inbox, Publisher};
@@ -43,18 +43,30 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
         max_pending: args.join_max_pending,
         remembered: args.dedup_window,
     };
+    // A crash between a flush and its ack redelivers up to a prefetch of each queue: the
+    // dedup window must remember at least that many IDs to drop them.
+    let least_window = 2 * usize::from(args.broker.prefetch);
+    if args.dedup_window < least_window {
+        bail!(
+            "--dedup-window {} is too small for --prefetch {}: redeliveries after a crash could \
+             be logged twice; use at least {least_window}",
+            args.dedup_window,
+            args.broker.prefetch
+        );
+    }
     let log_dir = args.logs.log_dir.clone();
-    let _lock = DirLock::acquire(&log_dir)?;
-    // Reading the logs blocks; off the event loop, a signal still stops the service.
+    let lock = DirLock::acquire(&log_dir)?;
+    // Reading the logs blocks, so it runs off the event loop (signals are watched on a
+    // thread of their own). It reads only their ends: it is awaited even after a signal,
+    // so that the lock is held until nothing touches the files any more.
     let opening = tokio::task::spawn_blocking(move || Ledger::open(&log_dir, limits, now_ms()));
-    let mut ledger = tokio::select! {
-        opened = opening => opened.context("rebuilding the metric state")??,
-        () = cancel.cancelled() => {
-            info!("stopped while rebuilding the metric state; nothing was consumed");
-            return Ok(());
-        }
-    };
-    let telemetry = Telemetry::start(&args.observe, &cancel).await?;
+    let mut ledger = opening.await.context("rebuilding the metric state")??;
+    if cancel.is_cancelled() {
+        info!("stopped before consuming anything");
+        return Ok(());
+    }
+    let telemetry =
+        Telemetry::start(nnmon_observe::Service::Metric, &args.observe, &cancel).await?;
     let queues = QueueNames::with_prefix(&args.broker.queue_prefix);
     let prefetch = args.broker.prefetch;
     let mut poison = PoisonCounter::new(telemetry.metrics.clone());
@@ -88,6 +100,7 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
                 poison: &mut poison,
                 monitor: &mut monitor,
                 consumed: &consumed,
+                dead_letters_published: telemetry.metrics.published(&queues.dead_letter),
             };
             let mut truths = broker.inbox(&queues.y_true, prefetch).await?;
             let mut predictions = broker.inbox(&queues.y_pred, prefetch).await?;
@@ -125,6 +138,7 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
     ledger.flush()?;
     monitor.observe(ledger.take_events());
     monitor.report(&ledger, &poison, true)?;
+    drop(lock);
     Ok(())
 }
 
@@ -137,6 +151,7 @@ struct Session<'a> {
     monitor: &'a mut Monitor,
     /// Messages settled from `y_true` and from `y_pred`.
     consumed: &'a [Counter; 2],
+    dead_letters_published: Counter,
 }
 
 impl Session<'_> {
@@ -163,25 +178,35 @@ impl Session<'_> {
         }
         self.ledger.evict(now)?;
         self.ledger.flush()?;
-        self.dead_letters.drain().await?;
+        let dead_lettered = self.dead_letters.drain().await?.len() as u64;
         inbox.ack(&batch).await?;
+        self.dead_letters_published.inc_by(dead_lettered);
         self.consumed[usize::from(side == Side::Prediction)].inc_by(batch.len() as u64);
         self.monitor.observe(self.ledger.take_events());
         Ok(())
     }
 }
 
-/// Says when a side of the join starts or stops waiting for the other to catch up.
+/// Says when a side of the join starts or stops waiting for the other to catch up. During
+/// a catch-up a side near the cap pauses and resumes many times: one notice per side and
+/// [`NOTICE_EVERY`] is enough.
 struct Backpressure {
     names: [String; 2],
     paused: [bool; 2],
+    /// When each side's last pause was announced, and pauses since then.
+    announced: [Option<std::time::Instant>; 2],
+    unannounced: [u64; 2],
 }
+
+const NOTICE_EVERY: Duration = Duration::from_secs(30);
 
 impl Backpressure {
     fn new(queues: &QueueNames) -> Self {
         Self {
             names: [queues.y_true.clone(), queues.y_pred.clone()],
             paused: [false; 2],
+            announced: [None; 2],
+            unannounced: [0; 2],
         }
     }
 
@@ -207,13 +232,24 @@ impl Backpressure {
             }
             self.paused[index] = paused;
             let queue = &self.names[index];
-            if paused {
+            let recently = self.announced[index].is_some_and(|at| at.elapsed() < NOTICE_EVERY);
+            if !paused {
+                if !recently {
+                    info!("{these} and {those} caught up: reading {queue} again");
+                }
+            } else if recently {
+                self.unannounced[index] += 1;
+            } else {
+                let again = match std::mem::take(&mut self.unannounced[index]) {
+                    0 => String::new(),
+                    n => format!(" (and {n} more times since the last notice)"),
+                };
                 warn!(
                     "{waiting} {these} wait for their {those} (--join-max-pending): pausing \
-                     {queue} until the other side catches up; its messages wait in the broker"
+                     {queue} until the other side catches up; its messages wait in the \
+                     broker{again}"
                 );
-            } else {
-                info!("{these} and {those} caught up: reading {queue} again");
+                self.announced[index] = Some(std::time::Instant::now());
             }
         }
     }

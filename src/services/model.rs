@@ -43,7 +43,9 @@ struct Predictor {
     drift: FeatureDrift,
     telemetry: Telemetry,
     consumed: Counter,
+    /// Confirmed predictions, and confirmed dead-letter copies.
     published: Counter,
+    dead_letters_published: Counter,
     drift_file: PathBuf,
     /// Features messages settled (acked).
     settled: u64,
@@ -61,7 +63,7 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
     let log_dir = &args.logs.log_dir;
     std::fs::create_dir_all(log_dir)
         .with_context(|| format!("creating the log folder {}", log_dir.display()))?;
-    let telemetry = Telemetry::start(&args.observe, &cancel).await?;
+    let telemetry = Telemetry::start(nnmon_observe::Service::Model, &args.observe, &cancel).await?;
     let queues = QueueNames::with_prefix(&args.broker.queue_prefix);
     let reference: Vec<_> = diabetes().iter().map(|sample| sample.features).collect();
     let drift = FeatureDrift::new(
@@ -77,6 +79,7 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
         poison: PoisonCounter::new(telemetry.metrics.clone()),
         consumed: telemetry.metrics.consumed(&queues.features),
         published: telemetry.metrics.published(&queues.y_pred),
+        dead_letters_published: telemetry.metrics.published(&queues.dead_letter),
         queues,
         drift,
         telemetry: telemetry.clone(),
@@ -200,6 +203,7 @@ impl Predictor {
         self.settled += count;
         self.consumed.inc_by(count);
         self.published.inc_by(predicted);
+        self.dead_letters_published.inc_by(count - predicted);
         Ok(())
     }
 

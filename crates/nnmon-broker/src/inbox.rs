@@ -13,6 +13,8 @@ pub struct Inbox {
     channel: Channel,
     queue: String,
     consumer: Consumer,
+    /// The broker ended the consumer; deliveries before that were handed out first.
+    cancelled: bool,
 }
 
 impl Inbox {
@@ -37,6 +39,7 @@ impl Inbox {
             channel,
             queue: queue.to_owned(),
             consumer,
+            cancelled: false,
         })
     }
 
@@ -53,13 +56,21 @@ impl Inbox {
     /// Errors when the channel or connection fails, and when the broker cancels the
     /// consumer (its queue was deleted): the caller rebuilds the topology and consumers as
     /// after a lost connection, instead of going on without this queue.
+    /// Deliveries received before the cancellation are still handed out (and can be
+    /// acked): the error comes on the next call.
     pub async fn next_batch(&mut self) -> Result<Vec<Delivery>, BrokerError> {
+        if self.cancelled {
+            return Err(self.cancelled());
+        }
         let first = self.consumer.next().await.ok_or_else(|| self.cancelled())?;
         let mut batch = vec![first?];
         loop {
             match self.consumer.next().now_or_never() {
                 Some(Some(delivery)) => batch.push(delivery?),
-                Some(None) => return Err(self.cancelled()),
+                Some(None) => {
+                    self.cancelled = true;
+                    return Ok(batch);
+                }
                 None => return Ok(batch),
             }
         }

@@ -23,9 +23,12 @@
 //! Halves whose ID and body carry no time (another producer's IDs) wait by the wall clock,
 //! for the grace. Memory is bounded by backpressure rather than by eviction: once a side
 //! has `max_pending` halves waiting, [`Join::accepts`] tells the caller to stop taking that
-//! side (its messages stay in the broker) until the other side catches up. Only if both
-//! sides are full at once, which needs lost messages on both, are the oldest halves given
-//! up to make room.
+//! side (its messages stay in the broker) until the other side has brought it below 90 %
+//! of that. A paused side can wait forever only when its halves' partners were lost and
+//! the other side cannot move either: it is paused too, or silent for a grace of wall
+//! clock. Then the paused side's halves that the other side has already passed are given
+//! up (`capacity`), and only if that frees nothing, while both sides are paused, the
+//! oldest ones.
 //!
 //! The module does no I/O and reads no clock: the caller passes the time in milliseconds,
 //! which keeps it deterministic under test and lets a restarted service restore pending
@@ -203,6 +206,10 @@ struct SideQueue {
     by_arrival: BTreeMap<u64, MessageId>,
     /// The newest publish time seen on this side (ms).
     watermark: Option<u64>,
+    /// When (wall clock, ms) the watermark last moved forward.
+    advanced_ms: u64,
+    /// Not taking more halves (see [`Join::accepts`]).
+    paused: bool,
 }
 
 impl SideQueue {
@@ -310,6 +317,7 @@ impl Join {
                     }
                     Clock::Wall => queue.by_arrival.insert(seq, half.id.clone()),
                 };
+                let side = half.side;
                 self.pending.insert(
                     half.id.clone(),
                     Waiting {
@@ -319,6 +327,7 @@ impl Join {
                         seq,
                     },
                 );
+                self.refresh_pause(side);
                 Offer::Pending
             }
         }
@@ -334,28 +343,56 @@ impl Join {
         else {
             return Clock::Wall;
         };
-        let watermark = &mut self.sides[half.side.index()].watermark;
-        let stream_time = published.max(watermark.unwrap_or(0));
-        *watermark = Some(stream_time);
+        let queue = &mut self.sides[half.side.index()];
+        if queue.watermark.is_none_or(|w| published > w) {
+            queue.advanced_ms = now_ms;
+        }
+        let stream_time = published.max(queue.watermark.unwrap_or(0));
+        queue.watermark = Some(stream_time);
         Clock::Stream(stream_time)
     }
 
     /// Removes a waiting half from every index.
     fn take(&mut self, id: &MessageId) -> Option<Waiting> {
         let waiting = self.pending.remove(id)?;
-        self.sides[waiting.half.side.index()].remove(&waiting);
+        let side = waiting.half.side;
+        self.sides[side.index()].remove(&waiting);
+        self.refresh_pause(side);
         Some(waiting)
     }
 
+    /// Pauses `side` at `max_pending` waiting halves and resumes it below 90 % of that, so
+    /// that a side near the cap does not flap between the two with every message.
+    fn refresh_pause(&mut self, side: Side) {
+        let max = self.limits.max_pending;
+        let queue = &mut self.sides[side.index()];
+        let len = queue.len();
+        if queue.paused {
+            queue.paused = len >= max - max / 10;
+        } else {
+            queue.paused = len >= max;
+        }
+    }
+
     /// Whether the caller may take more halves of `side`: false once `max_pending` of them
-    /// wait, until their partners arrive.
+    /// wait, until their partners have brought them below 90 % of it.
     pub fn accepts(&self, side: Side) -> bool {
-        self.sides[side.index()].len() < self.limits.max_pending
+        !self.sides[side.index()].paused
+    }
+
+    /// Says that the caller was away (a restart) until `now_ms`: the time in which the
+    /// other side had no chance to make progress does not count as its silence.
+    pub fn resume_at(&mut self, now_ms: u64) {
+        for queue in &mut self.sides {
+            queue.advanced_ms = queue.advanced_ms.max(now_ms);
+        }
     }
 
     /// Gives up the halves whose partner will not come (see the crate docs): those the
     /// other side's watermark has passed by more than the grace, untimed ones older than
-    /// the grace at `now_ms`, and, only while both sides are full, the oldest.
+    /// the grace at `now_ms`; and, when a full side would otherwise wait forever, the
+    /// halves the other side has already passed (their partners were skipped) and, as a
+    /// last resort while both sides are full, the oldest.
     pub fn evict(&mut self, now_ms: u64) -> Vec<Orphan> {
         let grace = self.limits.grace_ms;
         let mut doomed = Vec::new();
@@ -383,8 +420,33 @@ impl Join {
             .into_iter()
             .filter_map(|(id, cause)| self.give_up(&id, cause))
             .collect();
-        // Both sides paused would wait for each other forever: free the side that needs the
-        // fewest evictions to move again.
+        // A paused side waits for the other to bring its partners. That wait is endless
+        // when the other side is paused too, or silent for a grace of wall-clock time (its
+        // producer stopped): then give up the paused side's halves that the other side
+        // has already passed, furthest behind first; their partners were lost (or are
+        // reordered, which a silent or blocked side cannot be doing).
+        for side in [Side::Truth, Side::Prediction] {
+            let other = &self.sides[side.other().index()];
+            let blocked = other.paused || now_ms.saturating_sub(other.advanced_ms) >= grace;
+            let Some(passed_before) = other.watermark.filter(|_| blocked) else {
+                continue;
+            };
+            while !self.accepts(side) {
+                let queue = &self.sides[side.index()];
+                let Some(id) = queue
+                    .by_stream_time
+                    .iter()
+                    .next()
+                    .filter(|((time, _), _)| *time < passed_before)
+                    .map(|(_, id)| id.clone())
+                else {
+                    break;
+                };
+                orphans.extend(self.give_up(&id, EvictionCause::Capacity));
+            }
+        }
+        // Both sides still paused would wait for each other forever: free the side that
+        // needs the fewest evictions to move again.
         while !self.accepts(Side::Truth) && !self.accepts(Side::Prediction) {
             let emptier = if self.sides[0].len() <= self.sides[1].len() {
                 Side::Truth

@@ -151,6 +151,23 @@ fn only_two_full_sides_give_up_the_oldest() {
     assert!(join.accepts(Side::Truth) && !join.accepts(Side::Prediction));
 }
 
+#[test]
+fn a_paused_side_resumes_below_ninety_percent_only() {
+    let mut join = Join::new(JoinLimits {
+        grace_ms: u64::MAX,
+        max_pending: 10,
+        remembered: 100,
+    });
+    for n in 0..10 {
+        join.offer(half(Side::Truth, n, 1.0), 0);
+    }
+    assert!(!join.accepts(Side::Truth));
+    join.offer(half(Side::Prediction, 0, 1.0), 0);
+    assert!(!join.accepts(Side::Truth), "9 of 10: still paused");
+    join.offer(half(Side::Prediction, 1, 1.0), 0);
+    assert!(join.accepts(Side::Truth), "8 of 10: below 90 %");
+}
+
 /// A half published at `ms` milliseconds since the epoch.
 fn timed(side: Side, n: u32, ms: u64) -> Half {
     Half {
@@ -416,4 +433,69 @@ proptest! {
         let expected = lost.iter().filter(|l| !**l).count();
         prop_assert_eq!(matched.len(), expected);
     }
+}
+
+/// Truths whose predictions were deleted fill the truth side; predictions of later items
+/// (whose truths wait unread behind the pause) fill the prediction side. The stale truths,
+/// which the predictions have passed, are the ones to give up, never a prediction whose
+/// truth is still coming.
+#[test]
+fn two_full_sides_give_up_the_halves_the_other_side_passed() {
+    let mut join = Join::new(JoinLimits {
+        grace_ms: 60_000,
+        max_pending: 10,
+        remembered: 1000,
+    });
+    let now = 1_000_000;
+    // A whole batch is taken once a side accepts: the truth side overshoots its cap.
+    for n in 0..12 {
+        join.offer(timed(Side::Truth, n, 1_000 + u64::from(n)), now);
+    }
+    for n in 100..110 {
+        join.offer(timed(Side::Prediction, n, 2_000 + u64::from(n)), now);
+    }
+    assert!(!join.accepts(Side::Truth) && !join.accepts(Side::Prediction));
+    let given_up = join.evict(now);
+    assert!(!given_up.is_empty());
+    assert!(
+        given_up
+            .iter()
+            .all(|o| o.half.side == Side::Truth && o.cause == EvictionCause::Capacity),
+        "{given_up:?}"
+    );
+    assert!(join.accepts(Side::Truth));
+    // The truths of the waiting predictions now come in, and every one is a row.
+    for n in 100..110 {
+        let offer = join.offer(timed(Side::Truth, n, 2_000 + u64::from(n)), now);
+        assert!(matches!(offer, Offer::Matched(_)), "{n}: {offer:?}");
+    }
+}
+
+/// A full side waits for the other; when the other falls silent for a grace (its producer
+/// stopped), the halves it had already passed are given up, so the paused side is read
+/// again and the other side's waiting halves find their partners.
+#[test]
+fn a_full_side_is_freed_once_the_other_is_silent_for_a_grace() {
+    let mut join = Join::new(JoinLimits {
+        grace_ms: 60_000,
+        max_pending: 10,
+        remembered: 1000,
+    });
+    let now = 1_000_000;
+    for n in 0..10 {
+        join.offer(timed(Side::Truth, n, 1_000 + u64::from(n)), now);
+    }
+    join.offer(timed(Side::Prediction, 50, 5_000), now);
+    assert!(!join.accepts(Side::Truth));
+    assert!(
+        join.evict(now + 59_999).is_empty(),
+        "silent for less than the grace"
+    );
+    let given_up = join.evict(now + 60_000);
+    assert_eq!(given_up.len(), 2, "down to 90 % of the cap: {given_up:?}");
+    assert!(join.accepts(Side::Truth));
+    assert!(matches!(
+        join.offer(timed(Side::Truth, 50, 5_000), now + 60_001),
+        Offer::Matched(_)
+    ));
 }

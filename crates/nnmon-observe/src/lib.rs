@@ -19,7 +19,7 @@ mod server;
 
 pub use health::Health;
 pub use metrics::{
-    DeadLetterLabels, FeatureLabels, Metrics, OrphanLabels, QueueLabels, SideLabels,
+    DeadLetterLabels, FeatureLabels, Metrics, OrphanLabels, QueueLabels, Service, SideLabels,
 };
 pub use prometheus_client::metrics::counter::Counter;
 pub use server::{ServeError, serve};

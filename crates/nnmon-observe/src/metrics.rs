@@ -40,8 +40,18 @@ pub struct FeatureLabels {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
-/// Every metric nnmon exports. A service updates the families it owns; the others stay
-/// absent from its scrape (a family without samples prints only its metadata).
+/// Which service is exporting: each registers only the metrics it updates, so that no
+/// scrape shows, say, a window MAE of 0 from a service that computes none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Service {
+    Features,
+    Model,
+    Metric,
+    Plot,
+}
+
+/// Every metric nnmon exports; a service's registry holds those it updates (see
+/// [`Service`]). Gauges without a value yet (a window with no rows) read NaN.
 pub struct Metrics {
     registry: Registry,
     pub messages_consumed: Family<QueueLabels, Counter>,
@@ -63,123 +73,134 @@ pub struct Metrics {
     pub error_drift_alarm: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
+/// The registry a service exports, and one for the metrics it does not update.
+#[derive(Default)]
+struct Registries {
+    exported: Registry,
+    unexported: Registry,
+}
+
+impl Registries {
+    fn to(&mut self, exported: bool) -> &mut Registry {
+        if exported {
+            &mut self.exported
+        } else {
+            &mut self.unexported
+        }
     }
 }
 
 impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::default();
+    pub fn new(service: Service) -> Self {
+        let broker = service != Service::Plot;
+        let joins = service == Service::Metric;
+        let drifts = service == Service::Model;
+        let mut registries = Registries::default();
         // Counters are registered without `_total`: the encoder appends it.
         let messages_consumed = Family::default();
-        registry.register(
+        registries.to(broker).register(
             "nnmon_messages_consumed",
             "Messages taken from a queue and settled (acked)",
             messages_consumed.clone(),
         );
         let messages_published = Family::default();
-        registry.register(
+        registries.to(broker).register(
             "nnmon_messages_published",
             "Messages the broker confirmed, by destination queue",
             messages_published.clone(),
         );
         let dead_lettered = Family::default();
-        registry.register(
+        registries.to(broker).register(
             "nnmon_dead_lettered",
             "Poison messages copied to the dead-letter queue, by source queue and reason",
             dead_lettered.clone(),
         );
         let broker_reconnects = Counter::default();
-        registry.register(
+        registries.to(broker).register(
             "nnmon_broker_reconnects",
             "Times the broker connection was lost and rebuilt",
             broker_reconnects.clone(),
         );
         let rows = Counter::default();
-        registry.register(
+        registries.to(joins).register(
             "nnmon_rows",
             "Rows written to metric_log.csv since start",
             rows.clone(),
         );
         let duplicates = Counter::default();
-        registry.register(
+        registries.to(joins).register(
             "nnmon_duplicates",
             "Redelivered or republished halves dropped by the join",
             duplicates.clone(),
         );
         let orphans = Family::default();
-        registry.register(
+        registries.to(joins).register(
             "nnmon_orphans",
             "Halves written to orphans.csv, by side and cause",
             orphans.clone(),
         );
         let join_pending = Family::default();
-        registry.register(
+        registries.to(joins).register(
             "nnmon_join_pending",
             "Halves waiting for their partner, by side",
             join_pending.clone(),
         );
         // 1 ms to about 33 s, doubling.
         let row_latency_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 16));
-        registry.register(
+        registries.to(joins).register(
             "nnmon_row_latency_seconds",
             "Time from features publishing an item to its row being written",
             row_latency_seconds.clone(),
         );
         // 0.25 to about 8 000 (the target's units), doubling.
         let absolute_error = Histogram::new(exponential_buckets(0.25, 2.0, 16));
-        registry.register(
+        registries.to(joins).register(
             "nnmon_absolute_error",
             "Absolute error |y_true - y_pred| of each row",
             absolute_error.clone(),
         );
-        let window = |registry: &mut Registry, name: &str, help: &str| {
+        let mut window = |name: &str, help: &str| {
             let gauge = FloatGauge::default();
-            registry.register(name, help, gauge.clone());
+            gauge.set(f64::NAN);
+            registries.to(joins).register(name, help, gauge.clone());
             gauge
         };
         let window_mae = window(
-            &mut registry,
             "nnmon_window_mae",
             "Mean absolute error over the last --window rows",
         );
         let window_rmse = window(
-            &mut registry,
             "nnmon_window_rmse",
             "Root mean squared error over the last --window rows",
         );
         let window_bias = window(
-            &mut registry,
             "nnmon_window_bias",
             "Mean of y_pred - y_true over the last --window rows",
         );
         let window_r2 = window(
-            &mut registry,
             "nnmon_window_r2",
             "Coefficient of determination over the last --window rows",
         );
         let feature_drift_score = Family::default();
-        registry.register(
+        registries.to(drifts).register(
             "nnmon_feature_drift_score",
             "Two-sample Kolmogorov-Smirnov statistic of a feature's recent window against the training data",
             feature_drift_score.clone(),
         );
         let feature_drift_alarm = Family::default();
-        registry.register(
+        registries.to(drifts).register(
             "nnmon_feature_drift_alarm",
             "1 while a feature's input drift alarm is raised",
             feature_drift_alarm.clone(),
         );
         let error_drift_alarm = Gauge::default();
-        registry.register(
+        registries.to(joins).register(
             "nnmon_error_drift_alarm",
             "1 while the absolute error's change detector is raised",
             error_drift_alarm.clone(),
         );
         Self {
-            registry,
+            registry: registries.exported,
             messages_consumed,
             messages_published,
             dead_lettered,
@@ -233,7 +254,7 @@ mod tests {
 
     #[test]
     fn names_are_the_documented_ones() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(Service::Metric);
         metrics.consumed("features").inc();
         metrics.rows.inc_by(3);
         metrics.absolute_error.observe(12.5);
@@ -256,5 +277,27 @@ mod tests {
         ] {
             assert!(text.contains(line), "{line} missing from\n{text}");
         }
+    }
+
+    #[test]
+    fn each_service_exports_only_what_it_updates() {
+        let features = Metrics::new(Service::Features);
+        features.published("features").inc();
+        let features = features.encode();
+        assert!(
+            features.contains("nnmon_broker_reconnects_total 0"),
+            "{features}"
+        );
+        assert!(
+            features.contains("nnmon_messages_published_total"),
+            "{features}"
+        );
+        assert!(!features.contains("nnmon_window_mae"), "{features}");
+        let metric = Metrics::new(Service::Metric).encode();
+        assert!(
+            metric.contains("nnmon_window_mae NaN"),
+            "no rows yet: {metric}"
+        );
+        assert!(!metric.contains("nnmon_feature_drift"), "{metric}");
     }
 }

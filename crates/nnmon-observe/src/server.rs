@@ -92,7 +92,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_metrics_and_health() {
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(crate::Service::Metric));
         metrics.rows.inc();
         let health = Health::default();
         let cancel = CancellationToken::new();
@@ -121,7 +121,7 @@ mod tests {
         let addr = taken.local_addr().expect("addr");
         let error = serve(
             addr,
-            Arc::new(Metrics::new()),
+            Arc::new(Metrics::new(crate::Service::Metric)),
             Health::default(),
             CancellationToken::new(),
         )

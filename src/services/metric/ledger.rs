@@ -68,6 +68,10 @@ pub struct Ledger {
     orphans: CsvAppender,
     journal: CsvAppender,
     journal_lines: usize,
+    /// The lengths of `metric_log.csv` and `orphans.csv` at the end of the last flush:
+    /// line starts, and lower bounds of where anything settled later is written. (Between
+    /// flushes, the writers' buffers may have been handed out mid-record.)
+    flushed_lens: (u64, u64),
     /// Pairs matched since the last flush, written (with their latency) by the flush.
     matched: Vec<Pair>,
     counts: Counts,
@@ -224,12 +228,14 @@ impl Ledger {
                 }
             },
         )?;
+        let flushed_lens = (rows.durable_len(), orphans.durable_len());
         let mut ledger = Self {
             join,
             rows,
             orphans,
             journal,
             journal_lines,
+            flushed_lens,
             matched: Vec::new(),
             counts: Counts::default(),
             events: Events::default(),
@@ -241,8 +247,16 @@ impl Ledger {
             half, arrived_ms, ..
         } in restored
         {
+            // A half without a publish time waits by the wall clock; the time the metric
+            // was down (its partner unread in the broker) must not count against it.
+            let arrived_ms = if half.published_ms().is_some() {
+                arrived_ms
+            } else {
+                now_ms
+            };
             ledger.offer(half, arrived_ms, false)?;
         }
+        ledger.join.resume_at(now_ms);
         ledger.evict(now_ms)?;
         ledger.flush()?;
         ledger.compact().context("compacting the pending journal")?;
@@ -263,8 +277,7 @@ impl Ledger {
     fn offer(&mut self, half: Half, now_ms: u64, journal: bool) -> Result<()> {
         if journal {
             // Formatted before the join takes the half, appended only if it waits.
-            let offsets = (self.rows.durable_len(), self.orphans.durable_len());
-            pending_record(&mut self.record, &half, now_ms, offsets);
+            pending_record(&mut self.record, &half, now_ms, self.flushed_lens);
         }
         match self.join.offer(half, now_ms) {
             Offer::Matched(pair) => self.matched.push(pair),
@@ -329,6 +342,7 @@ impl Ledger {
         self.rows.flush()?;
         self.orphans.flush()?;
         self.journal.flush()?;
+        self.flushed_lens = (self.rows.durable_len(), self.orphans.durable_len());
         let waiting = self.join.pending_len();
         if waiting == 0 && self.journal_lines > 0 {
             // Everything journaled is settled in the logs flushed above.
@@ -344,6 +358,7 @@ impl Ledger {
     /// (so that nothing settled later can be written before the lengths noted now).
     fn compact(&mut self) -> Result<()> {
         let offsets = (self.rows.durable_len(), self.orphans.durable_len());
+        debug_assert_eq!(offsets, self.flushed_lens, "compacting unflushed logs");
         let records: Vec<Record> = self
             .join
             .pending()

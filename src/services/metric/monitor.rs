@@ -80,12 +80,10 @@ impl Monitor {
         }
     }
 
-    /// Updates the gauges, the status file and the progress line when due (or `last`).
+    /// Updates the gauges (every call), and the status file and the progress line when
+    /// due (or `last`).
     pub fn report(&mut self, ledger: &Ledger, poison: &PoisonCounter, last: bool) -> Result<()> {
         let counts = ledger.counts();
-        let Some(rate) = self.clock.due(counts.rows, last) else {
-            return Ok(());
-        };
         let metrics = &self.telemetry.metrics;
         for (side, waiting) in [
             (Side::Truth, counts.waiting_truths),
@@ -103,10 +101,12 @@ impl Monitor {
             metrics.window_mae.set(window.mae);
             metrics.window_rmse.set(window.rmse);
             metrics.window_bias.set(window.bias);
-            if let Some(r2) = window.r2 {
-                metrics.window_r2.set(r2);
-            }
+            // Undefined while every true value in the window is the same.
+            metrics.window_r2.set(window.r2.unwrap_or(f64::NAN));
         }
+        let Some(rate) = self.clock.due(counts.rows, last) else {
+            return Ok(());
+        };
         write_json_atomically(
             &self.status_file,
             &MetricStatus {
