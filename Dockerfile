@@ -1,8 +1,9 @@
-# syntax=docker/dockerfile:1
 # One image for every nnmon service; the command picks the subcommand:
 #   docker build -t nnmon:latest .
 #   docker run --rm -e AMQP_URL=amqp://guest:guest@host:5672/%2f nnmon:latest features
 # docker-compose.yml runs features, model, metric and plot from it next to RabbitMQ.
+# No `# syntax=` line: the build needs no frontend image, so an offline or mirrored builder
+# (the legacy builder or BuildKit) can build it from the two base images alone.
 
 # ---- builder -------------------------------------------------------------------------
 FROM rust:1.95-slim-bookworm AS builder
@@ -18,6 +19,8 @@ COPY crates/nnmon-model/Cargo.toml crates/nnmon-model/
 COPY crates/nnmon-report/Cargo.toml crates/nnmon-report/
 COPY crates/nnmon-broker/Cargo.toml crates/nnmon-broker/
 COPY crates/nnmon-csvlog/Cargo.toml crates/nnmon-csvlog/
+COPY crates/nnmon-observe/Cargo.toml crates/nnmon-observe/
+COPY crates/nnmon-stats/Cargo.toml crates/nnmon-stats/
 # Stand-ins: an empty lib.rs per crate, a main.rs and lib.rs for the root package, and a
 # `fn main() {}` for every [[bin]]/[[test]]/[[bench]]/[[example]] that a Cargo.toml names
 # (cargo refuses a manifest whose declared targets are missing; a target with a custom
@@ -59,9 +62,7 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
-# Unprivileged user, uid/gid 10001. A host directory bind-mounted on /app/logs must be
-# writable by uid 10001 (e.g. `sudo chown 10001:10001 logs`), or run the container with
-# your own uid (docker-compose.yml reads NNMON_UID/NNMON_GID for that).
+# The unprivileged user nnmon, uid/gid 10001, owns /app and the image's own log folder.
 RUN groupadd --system --gid 10001 nnmon \
     && useradd --system --uid 10001 --gid nnmon --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin nnmon \
@@ -69,9 +70,15 @@ RUN groupadd --system --gid 10001 nnmon \
     && chown -R nnmon:nnmon /app
 
 COPY --from=builder /src/target/release/nnmon /usr/local/bin/nnmon
+# docker-entrypoint runs nnmon as the owner of $NNMON_LOG_DIR with no capabilities
+# (setpriv, from util-linux, which every Debian image has): nnmon for the image's own
+# folder, the host user for a bind-mounted ./logs. So no USER line: the entrypoint starts
+# as root only to read that owner, and never runs nnmon with root's capabilities.
+# docker-healthz probes GET /healthz on $NNMON_METRICS_ADDR's port (compose's healthchecks).
+COPY scripts/docker-entrypoint /usr/local/bin/docker-entrypoint
+COPY scripts/docker-healthz /usr/local/bin/docker-healthz
 
-USER nnmon:nnmon
 WORKDIR /app
 ENV NNMON_LOG_DIR=/app/logs
-ENTRYPOINT ["nnmon"]
+ENTRYPOINT ["docker-entrypoint"]
 CMD ["--help"]
