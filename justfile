@@ -37,3 +37,7 @@ bench: broker
 # Refit the model and rewrite models/ols.json
 train:
     cargo run --release --bin nnmon -- train --output models/ols.json
+
+# Docker: build the image, run docker-compose.yml on spare ports until rows, chart and health show, then down -v
+compose-smoke:
+    scripts/compose-smoke
