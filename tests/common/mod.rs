@@ -17,7 +17,7 @@ use testcontainers_modules::testcontainers::core::{CmdWaitFor, ExecCommand};
 use testcontainers_modules::testcontainers::runners::AsyncRunner;
 use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
 
-/// A broker for one test: `AMQP_URL` when set, else a RabbitMQ container.
+/// A broker for one test: `AMQP_URL` when set, else a RabbitMQ container of its own.
 pub struct TestBroker {
     pub url: String,
     _container: Option<ContainerAsync<RabbitMq>>,
@@ -34,6 +34,10 @@ pub fn skip(reason: &str) {
 
 /// The broker to test against, or `None` when broker tests are switched off
 /// (`NNMON_SKIP_BROKER_TESTS=1`, as in the Nix sandbox, which has no broker).
+///
+/// With `AMQP_URL` unset, starts a RabbitMQ container for this test (the image
+/// `rabbitmq:3.13-management`; testcontainers-modules' own default tag is end-of-life),
+/// removed when the [`TestBroker`] is dropped. No Docker engine fails the test.
 pub async fn broker() -> Option<TestBroker> {
     if std::env::var("NNMON_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
         skip("NNMON_SKIP_BROKER_TESTS=1");
@@ -49,9 +53,12 @@ pub async fn broker() -> Option<TestBroker> {
         .with_tag("3.13-management")
         .start()
         .await
-        .expect(
-            "AMQP_URL is unset and no RabbitMQ container could be started (is Docker running?)",
-        );
+        .unwrap_or_else(|e| {
+            panic!(
+                "AMQP_URL is unset and no RabbitMQ container could be started \
+                 (is Docker running, with the image rabbitmq:3.13-management?): {e}"
+            )
+        });
     let port = container
         .get_host_port_ipv4(5672)
         .await
@@ -63,17 +70,43 @@ pub async fn broker() -> Option<TestBroker> {
 }
 
 impl TestBroker {
-    /// Runs `rabbitmqctl` against this broker: inside its container, or as
-    /// [`host_rabbitmqctl`] does. `false` when it failed or cannot reach the broker's node.
+    /// Whether this broker is a container started for the test (removed with it).
+    pub fn in_container(&self) -> bool {
+        self._container.is_some()
+    }
+
+    /// Runs `rabbitmqctl` against this broker: inside its container (`docker exec`, whose
+    /// exit code is read), or as [`host_rabbitmqctl`] does. `true` only when it ran and
+    /// exited 0; otherwise says why on stderr and returns `false`.
     pub async fn rabbitmqctl(&self, args: &[&str]) -> bool {
-        match &self._container {
-            Some(container) => {
-                let command =
-                    ExecCommand::new(std::iter::once("rabbitmqctl").chain(args.iter().copied()))
-                        .with_cmd_ready_condition(CmdWaitFor::exit_code(0));
-                container.exec(command).await.is_ok()
+        let Some(container) = &self._container else {
+            return host_rabbitmqctl(args);
+        };
+        let command = ExecCommand::new(std::iter::once("rabbitmqctl").chain(args.iter().copied()))
+            .with_cmd_ready_condition(CmdWaitFor::exit());
+        let mut exec = match container.exec(command).await {
+            Ok(exec) => exec,
+            Err(e) => {
+                eprintln!(
+                    "rabbitmqctl {}: exec in the container failed: {e}",
+                    args.join(" ")
+                );
+                return false;
             }
-            None => host_rabbitmqctl(args),
+        };
+        match exec.exit_code().await {
+            Ok(Some(0)) => true,
+            code => {
+                let stdout = exec.stdout_to_vec().await.unwrap_or_default();
+                let stderr = exec.stderr_to_vec().await.unwrap_or_default();
+                eprintln!(
+                    "rabbitmqctl {} in the container: exit code {code:?}\n{}{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&stdout),
+                    String::from_utf8_lossy(&stderr)
+                );
+                false
+            }
         }
     }
 }
