@@ -17,13 +17,19 @@ up: broker
     cargo build --release --bin nnmon
     scripts/up
 
-# Every test: unit, property and end-to-end (needs the broker)
+# Every test: unit, property and end-to-end (needs the broker), then the drift detectors'
+# 100 000-item calibration runs (in release: they are slow in debug)
 test: broker
     cargo test --workspace
+    cargo test --release -p nnmon-stats --test calibration -- --include-ignored
 
-# The end-to-end suite only: real broker, real processes (pipeline, faults, broker restart)
+# The drift detectors' calibration, with its figures printed
+calibrate:
+    cargo test --release -p nnmon-stats --test calibration -- --include-ignored --nocapture
+
+# The end-to-end suite only: real broker, real processes
 e2e: broker
-    cargo test --test pipeline --test faults --test broker_restart
+    cargo test --test pipeline --test faults --test operations --test observability --test live_page --test broker_restart
 
 # Formatting and clippy, warnings as errors
 lint:

@@ -71,14 +71,9 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
     let prefetch = args.broker.prefetch;
     let mut poison = PoisonCounter::new(telemetry.metrics.clone());
     let mut backpressure = Backpressure::new(&queues);
-    let reference_mean = {
-        let data = nnmon_model::diabetes();
-        data.iter().map(|s| s.target).sum::<f64>() / data.len() as f64
-    };
     let mut monitor = Monitor::new(
         telemetry.clone(),
         args.window,
-        reference_mean,
         StatusClock::new(args.observe.status_interval),
         &args.logs.log_dir,
     );

@@ -16,10 +16,12 @@ pub mod http;
 pub mod monitor;
 
 use crate::cli::PlotArgs;
+use crate::telemetry::{StatusClock, Telemetry};
 use anyhow::{Context, Result};
 use axum::body::Bytes;
 pub use monitor::Monitor;
 use monitor::{Summary, write_atomically};
+use nnmon_observe::Service;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -73,6 +75,9 @@ pub async fn run(args: PlotArgs, cancel: CancellationToken) -> Result<()> {
         Some(addr) => Some(http::serve(addr, receiver, cancel.clone()).await?),
         None => None,
     };
+    // No broker: plot is healthy while it reads its log and writes its outputs.
+    let telemetry = Telemetry::start(Service::Plot, &args.observe, &cancel).await?;
+    let mut status = StatusClock::new(args.observe.status_interval);
     let mut monitor = Monitor::new(log_dir, args.window as usize);
     loop {
         // Reading a long log takes seconds: off the runtime, so the page stays responsive.
@@ -84,9 +89,26 @@ pub async fn run(args: PlotArgs, cancel: CancellationToken) -> Result<()> {
         .await
         .context("the refresh task panicked")?;
         monitor = returned;
-        let (snapshot, summary, new_rows) = result?;
+        let (snapshot, summary, new_rows) = match result {
+            Ok(refreshed) => refreshed,
+            Err(error) => {
+                telemetry.health.set(false);
+                return Err(error);
+            }
+        };
+        telemetry.health.set(true);
         latest.send_replace(Arc::new(snapshot));
         debug!(rows = summary.rows, new_rows, "refreshed");
+        if let Some(rate) = status.due(summary.rows, false) {
+            let quality = match &summary.window {
+                Some(w) => format!(
+                    "last {} rows: MAE {:.1}, RMSE {:.1}, bias {:+.1}",
+                    w.count, w.mae, w.rmse, w.bias
+                ),
+                None => "no rows yet".to_owned(),
+            };
+            info!("{} rows in the log ({rate:.0}/s); {quality}", summary.rows);
+        }
         if args.once {
             info!(rows = summary.rows, path = %outputs.chart.display(), "chart written");
             break;

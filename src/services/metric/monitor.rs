@@ -7,9 +7,11 @@ use crate::services::{PoisonCounter, now_ms};
 use crate::telemetry::{StatusClock, Telemetry, write_json_atomically};
 use anyhow::Result;
 use nnmon_join::Side;
+use nnmon_model::LinearModel;
 use nnmon_observe::{OrphanLabels, SideLabels};
 use nnmon_stats::{
-    ErrorDrift, ErrorDriftConfig, ErrorDriftScore, ErrorStats, METRIC_STATUS_FILE, MetricStatus,
+    ErrorDrift, ErrorDriftConfig, ErrorDriftScore, ErrorReference, ErrorStats, METRIC_STATUS_FILE,
+    MetricStatus,
 };
 use std::path::Path;
 use std::path::PathBuf;
@@ -24,17 +26,27 @@ pub struct Monitor {
 }
 
 impl Monitor {
-    /// `reference_mean`: the training target's mean, the dummy baseline's prediction.
-    pub fn new(
-        telemetry: Telemetry,
-        window: usize,
-        reference_mean: f64,
-        clock: StatusClock,
-        log_dir: &Path,
-    ) -> Self {
+    /// The reference is the data set the model was fitted on: its mean target is the dummy
+    /// baseline's prediction, and the built-in model's errors on it are what "normal"
+    /// errors look like to the drift detector (so a model that serves worse than the
+    /// validated one raises the alarm from its first rows, with no warm-up to hide in).
+    pub fn new(telemetry: Telemetry, window: usize, clock: StatusClock, log_dir: &Path) -> Self {
+        let data = nnmon_model::diabetes();
+        let reference_mean = data.iter().map(|s| s.target).sum::<f64>() / data.len() as f64;
+        let reference = LinearModel::default_ols().ok().and_then(|model| {
+            let errors: Vec<f64> = data
+                .iter()
+                .map(|s| (s.target - model.predict(&s.features)).abs())
+                .collect();
+            ErrorReference::from_errors(&errors)
+        });
+        let mut drift = ErrorDriftConfig::default();
+        if let Some(reference) = reference {
+            drift.reference = reference;
+        }
         Self {
             stats: ErrorStats::new(window, reference_mean),
-            drift: ErrorDrift::new(ErrorDriftConfig::default()),
+            drift: ErrorDrift::new(drift),
             telemetry,
             clock,
             status_file: log_dir.join(METRIC_STATUS_FILE),
