@@ -126,8 +126,8 @@ pub struct MetricArgs {
     #[arg(long, env = "NNMON_JOIN_TTL", default_value = "300", allow_negative_numbers = true, value_parser = parse_period)]
     pub join_ttl: Duration,
     /// Rows in the window of the recent statistics (MAE, RMSE, bias, R² of the last N rows).
-    #[arg(long, env = "NNMON_WINDOW", default_value_t = 1000, allow_negative_numbers = true, value_parser = parse_positive)]
-    pub window: usize,
+    #[arg(long, env = "NNMON_WINDOW", default_value_t = 1000, allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub window: u32,
     /// Halves of one side that may wait for their partner at once; beyond it that side is
     /// paused (its messages wait in the broker) until the other catches up.
     #[arg(long, env = "NNMON_JOIN_MAX_PENDING", default_value_t = 100_000, allow_negative_numbers = true, value_parser = parse_positive)]

@@ -6,6 +6,7 @@ use crate::cli::ObserveArgs;
 use anyhow::{Context, Result};
 use nnmon_observe::{Health, Metrics, Service};
 use serde::Serialize;
+use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,7 +64,9 @@ impl StatusClock {
     /// since the last line.
     pub fn due(&mut self, count: u64, force: bool) -> Option<f64> {
         let elapsed = self.last.elapsed();
-        if !force && elapsed < self.every {
+        // A quarter of slack: a timer firing every `every` sees a little less than
+        // `every` elapsed each time, and must not skip every other line.
+        if !force && elapsed < self.every - self.every / 4 {
             return None;
         }
         let rate =
@@ -74,12 +77,25 @@ impl StatusClock {
     }
 }
 
-/// Writes `value` as JSON to `path` atomically: a reader sees the old file or the new one.
-pub fn write_json_atomically(path: &Path, value: &impl Serialize) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let json = serde_json::to_vec_pretty(value).context("encoding a status file")?;
-    std::fs::write(&tmp, json).with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))?;
+/// Writes `bytes` to `path` atomically: through a temporary file of its own in the same
+/// folder, renamed into place, so a reader sees the old file or the new one, and two
+/// writers of the same file (two `plot`s on one folder) never rename each other's half.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", tmp.path().display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("moving a new {} into place", path.display()))?;
     Ok(())
+}
+
+/// Writes `value` as JSON to `path` atomically (see [`write_atomically`]).
+pub fn write_json_atomically(path: &Path, value: &impl Serialize) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value).context("encoding a status file")?;
+    write_atomically(path, &json)
 }

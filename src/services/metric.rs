@@ -73,7 +73,7 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
     let mut backpressure = Backpressure::new(&queues);
     let mut monitor = Monitor::new(
         telemetry.clone(),
-        args.window,
+        args.window as usize,
         StatusClock::new(args.observe.status_interval),
         &args.logs.log_dir,
     );

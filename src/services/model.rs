@@ -19,7 +19,7 @@ use anyhow::{Context, Result};
 use nnmon_broker::{Acker, BasicAckOptions, Broker, Delivery, Publisher, message_properties};
 use nnmon_model::{LinearModel, diabetes};
 use nnmon_observe::{Counter, FeatureLabels};
-use nnmon_proto::{DecodeError, FeaturesMessage, QueueNames, ValueMessage};
+use nnmon_proto::{DecodeError, FEATURE_COUNT, FeaturesMessage, QueueNames, ValueMessage};
 use nnmon_stats::{
     DIABETES_FEATURE_NAMES, FEATURE_DRIFT_FILE, FeatureDrift, FeatureDriftConfig,
     FeatureDriftReport,
@@ -28,11 +28,12 @@ use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-/// What a confirm settles: the features message to ack, and whether the message
-/// confirmed was its prediction (or a dead-letter copy).
+/// What a confirm settles: the features message to ack, and the features it was
+/// predicted from (none for a dead-letter copy). They reach the drift detector only once
+/// settled, so that a message redelivered after a reconnect is counted once.
 struct Settled {
     acker: Acker,
-    predicted: bool,
+    features: Option<[f64; FEATURE_COUNT]>,
 }
 
 /// Everything a delivery goes through, kept across reconnections.
@@ -151,27 +152,10 @@ impl Predictor {
                 .reject(publisher, delivery, DecodeError::NonFinite)
                 .await;
         };
-        for flip in self.drift.push(&message.features) {
-            if flip.alarm {
-                warn!(
-                    feature = flip.subject,
-                    item = flip.item,
-                    "input drift: {} no longer looks like the training data",
-                    flip.subject
-                );
-            } else {
-                info!(
-                    feature = flip.subject,
-                    item = flip.item,
-                    "input drift cleared: {} looks like the training data again",
-                    flip.subject
-                );
-            }
-        }
         let properties = message_properties(prediction.id.as_str());
         let settled = Settled {
             acker: delivery.acker,
-            predicted: true,
+            features: Some(message.features),
         };
         publisher
             .publish(&self.queues.y_pred, &body, properties, settled)
@@ -188,15 +172,22 @@ impl Predictor {
         self.poison.record(&self.queues.features, &error);
         let settled = Settled {
             acker: delivery.acker.clone(),
-            predicted: false,
+            features: None,
         };
         dead_letter(publisher, &self.queues, &delivery, &error, settled).await
     }
 
-    /// Acks, in one frame, the features messages whose outputs were confirmed.
+    /// Acks, in one frame, the features messages whose outputs were confirmed, and feeds
+    /// their features to the drift detector.
     async fn settle(&mut self, settled: Vec<Settled>) -> Result<()> {
         let count = settled.len() as u64;
-        let predicted = settled.iter().filter(|s| s.predicted).count() as u64;
+        let mut predicted = 0;
+        for settle in &settled {
+            if let Some(features) = &settle.features {
+                predicted += 1;
+                self.watch_drift(features);
+            }
+        }
         if let Some(newest) = settled.into_iter().next_back() {
             newest.acker.ack(BasicAckOptions { multiple: true }).await?;
         }
@@ -205,6 +196,26 @@ impl Predictor {
         self.published.inc_by(predicted);
         self.dead_letters_published.inc_by(count - predicted);
         Ok(())
+    }
+
+    fn watch_drift(&mut self, features: &[f64; FEATURE_COUNT]) {
+        for flip in self.drift.push(features) {
+            if flip.alarm {
+                warn!(
+                    feature = flip.subject,
+                    item = flip.item,
+                    "input drift: {} no longer looks like the training data",
+                    flip.subject
+                );
+            } else {
+                info!(
+                    feature = flip.subject,
+                    item = flip.item,
+                    "input drift cleared: {} looks like the training data again",
+                    flip.subject
+                );
+            }
+        }
     }
 
     /// Updates the drift gauges and `feature_drift.json`, and logs a progress line, when
@@ -228,15 +239,16 @@ impl Predictor {
                 .get_or_create(&labels)
                 .set(i64::from(score.alarm));
         }
-        write_json_atomically(
-            &self.drift_file,
-            &FeatureDriftReport {
-                updated_ms: now_ms(),
-                items: self.drift.items(),
-                window: self.drift.config().window,
-                features: scores.clone(),
-            },
-        )?;
+        let report = FeatureDriftReport {
+            updated_ms: now_ms(),
+            items: self.drift.items(),
+            window: self.drift.config().window,
+            features: scores.clone(),
+        };
+        // The page's copy: failing to write it must not stop predictions.
+        if let Err(error) = write_json_atomically(&self.drift_file, &report) {
+            warn!("{error:#}");
+        }
         let alarms: Vec<&str> = scores
             .iter()
             .filter(|s| s.alarm)

@@ -16,11 +16,12 @@ pub mod http;
 pub mod monitor;
 
 use crate::cli::PlotArgs;
+use crate::telemetry::write_atomically;
 use crate::telemetry::{StatusClock, Telemetry};
 use anyhow::{Context, Result};
 use axum::body::Bytes;
 pub use monitor::Monitor;
-use monitor::{Summary, write_atomically};
+use monitor::Summary;
 use nnmon_observe::Service;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

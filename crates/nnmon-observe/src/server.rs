@@ -1,4 +1,4 @@
-use crate::{Health, Metrics};
+use crate::{Health, LimitedListener, Metrics};
 use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -48,7 +48,7 @@ pub async fn serve(
         .with_state(Shared { metrics, health });
     info!(address = %bound, "serving /metrics and /healthz");
     tokio::spawn(async move {
-        let served = axum::serve(listener, app)
+        let served = axum::serve(LimitedListener::new(listener), app)
             .with_graceful_shutdown(async move { cancel.cancelled().await })
             .await;
         if let Err(error) = served {
@@ -110,6 +110,36 @@ mod tests {
         let scrape = get(addr, "/metrics").await;
         assert!(scrape.contains("application/openmetrics-text"), "{scrape}");
         assert!(scrape.contains("nnmon_rows_total 1"), "{scrape}");
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn idle_connections_beyond_the_limit_wait_instead_of_exhausting_the_service() {
+        let metrics = Arc::new(Metrics::new(crate::Service::Metric));
+        let cancel = CancellationToken::new();
+        let addr = serve(
+            "127.0.0.1:0".parse().expect("addr"),
+            metrics,
+            Health::default(),
+            cancel.clone(),
+        )
+        .await
+        .expect("serve");
+        let mut idle = Vec::new();
+        for _ in 0..crate::MAX_CONNECTIONS {
+            idle.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+        }
+        // Give the server time to accept them all.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let waiting =
+            tokio::time::timeout(std::time::Duration::from_millis(300), get(addr, "/healthz"))
+                .await;
+        assert!(waiting.is_err(), "served past the limit");
+        idle.pop();
+        let served = tokio::time::timeout(std::time::Duration::from_secs(5), get(addr, "/healthz"))
+            .await
+            .expect("served once a place is free");
+        assert!(served.starts_with("HTTP/1.1 503"), "{served}");
         cancel.cancel();
     }
 

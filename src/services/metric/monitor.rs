@@ -119,7 +119,8 @@ impl Monitor {
         let Some(rate) = self.clock.due(counts.rows, last) else {
             return Ok(());
         };
-        write_json_atomically(
+        // The page's copy: failing to write it must not stop the join.
+        let written = write_json_atomically(
             &self.status_file,
             &MetricStatus {
                 updated_ms: now_ms(),
@@ -134,7 +135,10 @@ impl Monitor {
                     score: self.drift.score(),
                 },
             },
-        )?;
+        );
+        if let Err(error) = written {
+            warn!("{error:#}");
+        }
         let quality = match &window {
             Some(w) => format!(
                 "last {} rows: MAE {:.1}, bias {:+.1}{}",

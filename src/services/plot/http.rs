@@ -79,7 +79,7 @@ pub async fn serve(
     info!(url = %format!("http://{local}/"), "serving the live page");
     let app = router(latest, cancel.clone());
     Ok(tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(nnmon_observe::LimitedListener::new(listener), app)
             .with_graceful_shutdown(cancel.cancelled_owned())
             .await
             .context("serving the live page")
@@ -126,10 +126,10 @@ async fn index(State(state): State<AppState>) -> Response {
     let initial = if snapshot.update_json.is_empty() {
         String::new()
     } else {
-        // `<\/` is the same string in JSON, and cannot close the script element early.
+        // `\u003c` is `<` in JSON, and cannot open or close an element inside the script.
         format!(
             r#"<script id="initial" type="application/json">{}</script>"#,
-            snapshot.update_json.replace("</", r"<\/")
+            snapshot.update_json.replace('<', r"\u003c")
         )
     };
     fresh(HTML, page.replacen(INITIAL_MARK, &initial, 1))

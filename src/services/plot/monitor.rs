@@ -1,7 +1,7 @@
 //! What `plot` knows: statistics of the metric log's rows, read incrementally, and the
 //! status files the other services write beside it.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use nnmon_csvlog::LogTail;
 use nnmon_report::{ChartData, chart};
 use nnmon_stats::status::{FEATURE_DRIFT_FILE, METRIC_STATUS_FILE};
@@ -298,16 +298,6 @@ impl Monitor {
         };
         Ok(chart::render_png(&data)?)
     }
-}
-
-/// Writes `bytes` to `path` through a temporary file renamed into place, so a reader never
-/// sees a partial file.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    std::fs::write(&tmp, bytes)
-        .with_context(|| format!("writing {}", Path::new(&tmp).display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("moving {} into place", path.display()))
 }
 
 #[cfg(test)]
