@@ -1,3 +1,4 @@
+use crate::tls::{self, TlsError};
 use crate::{BrokerUrl, Inbox, Publisher};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
@@ -8,8 +9,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// What can go wrong talking to the broker. Every variant but [`Refused`](Self::Refused)
-/// means "this connection is no longer trustworthy": the caller rebuilds it and carries on
-/// (see [`is_permanent`](Self::is_permanent)).
+/// and [`Tls`](Self::Tls) means "this connection is no longer trustworthy": the caller
+/// rebuilds it and carries on (see [`is_permanent`](Self::is_permanent)).
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("AMQP error")]
@@ -22,6 +23,10 @@ pub enum BrokerError {
         vhost: String,
         reason: String,
     },
+    /// A TLS file that cannot be used, or a certificate refused by nnmon (the broker's) or
+    /// by the broker (the client's). Retrying cannot help either.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("the broker refused (nacked) a published message")]
     Nacked,
     #[error("a published message was returned as unroutable (its queue is gone)")]
@@ -31,21 +36,25 @@ pub enum BrokerError {
 }
 
 impl BrokerError {
-    /// Whether retrying cannot help (see [`is_refusal`]).
+    /// Whether retrying cannot help: a refusal (see [`is_refusal`]) or a TLS problem.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::Refused { .. } => true,
-            Self::Amqp(error) => is_refusal(error),
+            Self::Refused { .. } | Self::Tls(_) => true,
+            Self::Amqp(error) => is_refusal(error) || tls::is_certificate_problem(error),
             _ => false,
         }
     }
 
     /// `error` as [`Refused`](Self::Refused), naming `url`'s user and vhost, when it is a
-    /// refusal (`connecting`: it answered the login, see [`refusal_reason`]).
+    /// refusal (`connecting`: it answered the login, see [`refusal_reason`]); as
+    /// [`Tls`](Self::Tls) when a certificate was refused, by either side.
     fn classify(error: lapin::Error, url: &BrokerUrl, connecting: bool) -> Self {
+        if let Some(problem) = tls::certificate_problem(&error, url) {
+            return Self::Tls(problem);
+        }
         match refusal_reason(&error, connecting) {
             Some(reason) => Self::Refused {
-                user: url.user().to_owned(),
+                user: url.login(),
                 vhost: url.vhost().to_owned(),
                 reason,
             },
@@ -138,20 +147,29 @@ pub struct Broker {
 
 impl Broker {
     /// Connects, retrying with backoff while the broker cannot be reached. Returns
-    /// `Ok(None)` if `cancel` fires first, and [`BrokerError::Refused`] at once when the
-    /// broker answers but refuses the login or the vhost: retrying cannot fix those.
+    /// `Ok(None)` if `cancel` fires first, and at once [`BrokerError::Refused`] when the
+    /// broker answers but refuses the login or the vhost, or [`BrokerError::Tls`] when a
+    /// TLS file cannot be used (checked before the first attempt) or a certificate is
+    /// refused: retrying cannot fix those.
     pub async fn connect(
         url: &BrokerUrl,
         name: &str,
         retry: RetryPolicy,
         cancel: &CancellationToken,
     ) -> Result<Option<Self>, BrokerError> {
+        let connector = url.tls().map(|tls| tls.connector()).transpose()?;
         let mut backoff = retry.backoff();
         let mut attempt = 0u32;
         loop {
             let properties = ConnectionProperties::default().with_connection_name(name.into());
+            let connecting = async {
+                match &connector {
+                    Some(connector) => tls::connect(url.uri(), properties, connector.clone()).await,
+                    None => Connection::connect_uri(url.uri(), properties).await,
+                }
+            };
             let result = tokio::select! {
-                result = Connection::connect_uri(url.uri(), properties) => result,
+                result = connecting => result,
                 () = cancel.cancelled() => return Ok(None),
             };
             attempt += 1;

@@ -1,11 +1,15 @@
 //! RabbitMQ plumbing shared by every nnmon service, so none of them repeats AMQP code.
 //!
 //! # Layout
-//! - [`BrokerUrl`]: a validated AMQP URL that never shows its password when printed.
+//! - [`BrokerUrl`]: a validated AMQP URL that never shows its password when printed, with
+//!   the TLS files of an `amqps://` URL ([`TlsFiles`]: a CA that replaces the system's
+//!   roots, a client certificate and key; `auth_mechanism=external` logs in with the
+//!   certificate alone).
 //! - [`Broker`]: one connection. [`Broker::connect`] retries with capped exponential
 //!   backoff and jitter ([`RetryPolicy`]) until the broker answers (or shutdown is
 //!   requested), but gives up at once when the broker refuses the user, the vhost or the
-//!   permissions ([`BrokerError::Refused`], [`is_refusal`]); it declares durable
+//!   permissions ([`BrokerError::Refused`], [`is_refusal`]) or a certificate is refused
+//!   or a TLS file cannot be used ([`BrokerError::Tls`], [`TlsError`]); it declares durable
 //!   queues (accepting, with a warning, queues that already exist with other properties),
 //!   and opens [`Publisher`]s and consumers.
 //! - [`Publisher`]: a confirm-mode channel with a window of messages in flight. Messages
@@ -22,6 +26,7 @@
 mod connection;
 mod inbox;
 mod publisher;
+mod tls;
 mod url;
 
 pub use connection::{Broker, BrokerError, QueueState, RetryPolicy, is_refusal};
@@ -31,4 +36,5 @@ pub use lapin::options::BasicAckOptions;
 pub use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 pub use lapin::{Acker, BasicProperties, Error as AmqpError};
 pub use publisher::{Publisher, message_properties};
+pub use tls::{FileRole, TlsError, TlsFiles, Trusted};
 pub use url::{BrokerUrl, InvalidUrl};
