@@ -2,7 +2,7 @@
 //! settings work from a shell, a justfile, Docker Compose or a Nix app.
 
 use clap::{Args, Parser, Subcommand};
-use nnmon_broker::BrokerUrl;
+use nnmon_broker::{BrokerUrl, TlsFiles};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -29,10 +29,23 @@ pub enum Command {
     Train(TrainArgs),
 }
 
-/// Where the broker is and which pipeline on it to use.
-#[derive(Debug, Args)]
+/// Where the broker is, how to reach it, and which pipeline on it to use.
+///
+/// Parsed from [`BrokerFlags`]: the TLS files travel inside `amqp_url` (see
+/// [`BrokerUrl::with_tls`]), so that every connection the services make uses them.
+#[derive(Debug)]
 pub struct BrokerArgs {
+    /// The URL, with the TLS files of `--tls-ca-file`, `--tls-cert-file`, `--tls-key-file`.
+    pub amqp_url: BrokerUrl,
+    pub queue_prefix: String,
+    pub prefetch: u16,
+}
+
+/// The broker flags as typed; [`BrokerArgs`] is what the services get.
+#[derive(Debug, Args)]
+struct BrokerFlags {
     /// AMQP URL of the broker (amqp:// or amqps://); its password is never logged.
+    /// `?auth_mechanism=external` logs in with the client certificate alone.
     #[arg(
         long,
         env = "AMQP_URL",
@@ -40,14 +53,79 @@ pub struct BrokerArgs {
         hide_env_values = true,
         value_parser = BrokerUrlParser
     )]
-    pub amqp_url: BrokerUrl,
+    amqp_url: BrokerUrl,
     /// Prepended to every queue name, so several pipelines can share one broker.
     #[arg(long, env = "NNMON_QUEUE_PREFIX", default_value = "", value_parser = parse_prefix)]
-    pub queue_prefix: String,
+    queue_prefix: String,
     /// Unacknowledged messages each consumer may hold (metric has two), and the publish
     /// confirm window.
     #[arg(long, env = "NNMON_PREFETCH", default_value_t = 500, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..))]
-    pub prefetch: u16,
+    prefetch: u16,
+    /// PEM file of the CA certificate(s) the broker's certificate must come from (amqps://).
+    /// It REPLACES the system's roots: only these CAs are trusted. Without it, the system's
+    /// roots are.
+    #[arg(long, env = "NNMON_TLS_CA_FILE", value_name = "PEM")]
+    tls_ca_file: Option<PathBuf>,
+    /// PEM file of the client certificate shown to a broker that asks for one (amqps://),
+    /// intermediate CAs after it; with --tls-key-file.
+    #[arg(
+        long,
+        env = "NNMON_TLS_CERT_FILE",
+        value_name = "PEM",
+        requires = "tls_key_file"
+    )]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM file of the client certificate's private key, unencrypted (PKCS#8, PKCS#1 or
+    /// SEC1); with --tls-cert-file. Keep it private (chmod 600): nnmon warns otherwise.
+    #[arg(
+        long,
+        env = "NNMON_TLS_KEY_FILE",
+        value_name = "PEM",
+        requires = "tls_cert_file"
+    )]
+    tls_key_file: Option<PathBuf>,
+}
+
+impl BrokerFlags {
+    fn into_args(self) -> Result<BrokerArgs, clap::Error> {
+        let files = TlsFiles {
+            ca_file: self.tls_ca_file,
+            cert_file: self.tls_cert_file,
+            key_file: self.tls_key_file,
+        };
+        let amqp_url = self.amqp_url.with_tls(files).map_err(|e| {
+            clap::Error::raw(
+                clap::error::ErrorKind::ArgumentConflict,
+                format!("--amqp-url: {e}"),
+            )
+        })?;
+        Ok(BrokerArgs {
+            amqp_url,
+            queue_prefix: self.queue_prefix,
+            prefetch: self.prefetch,
+        })
+    }
+}
+
+impl clap::FromArgMatches for BrokerArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        BrokerFlags::from_arg_matches(matches)?.into_args()
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for BrokerArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        BrokerFlags::augment_args(command)
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        BrokerFlags::augment_args_for_update(command)
+    }
 }
 
 /// What a service tells the people and scrapers watching it.
@@ -324,6 +402,44 @@ mod tests {
         }
         let error = refused_value(&["nnmon", "features", "--delay", "-1"]);
         assert!(error.to_string().contains("0 or more"), "{error}");
+    }
+
+    #[test]
+    fn tls_files_reach_the_url_of_every_broker_service() {
+        let tls = [
+            "--amqp-url",
+            "amqps://u:p@broker/%2f",
+            "--tls-ca-file",
+            "ca.pem",
+            "--tls-cert-file",
+            "client.pem",
+            "--tls-key-file",
+            "client.key",
+        ];
+        let expected = TlsFiles {
+            ca_file: Some("ca.pem".into()),
+            cert_file: Some("client.pem".into()),
+            key_file: Some("client.key".into()),
+        };
+        for service in ["features", "model", "metric"] {
+            let args = [&["nnmon", service][..], &tls].concat();
+            let broker = match Cli::try_parse_from(args).expect("valid").command {
+                Command::Features(args) => args.broker,
+                Command::Model(args) => args.broker,
+                Command::Metric(args) => args.broker,
+                _ => unreachable!(),
+            };
+            assert_eq!(broker.amqp_url.tls_files(), Some(&expected), "{service}");
+        }
+        let plain = Cli::try_parse_from([
+            "nnmon",
+            "model",
+            "--amqp-url",
+            "amqp://u:p@broker/",
+            "--tls-ca-file",
+            "ca.pem",
+        ]);
+        assert_eq!(plain.expect_err("amqp:// with TLS files").exit_code(), 2);
     }
 
     #[test]

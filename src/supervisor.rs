@@ -12,7 +12,8 @@ use tracing::warn;
 const HEALTHY_SESSION: Duration = Duration::from_secs(30);
 
 /// Whether `error` means the broker connection failed (retry) rather than the service
-/// itself, or the broker refusing this user's credentials or permissions (give up).
+/// itself, the broker refusing this user's credentials or permissions, or a TLS file or
+/// certificate that cannot work (give up: see `BrokerError::is_permanent`).
 fn is_broker_failure(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
         if let Some(error) = cause.downcast_ref::<BrokerError>() {
@@ -28,7 +29,8 @@ fn is_broker_failure(error: &anyhow::Error) -> bool {
 /// Runs `session` on a fresh connection until it returns `Ok` (done) or a non-broker
 /// error; a broker failure closes that connection and starts a new session after a
 /// jittered backoff. Returns `Ok` at once if `cancel` fires while connecting, and an error
-/// at once if the broker refuses the user, the vhost or the permissions.
+/// at once if the broker refuses the user, the vhost or the permissions, or if a TLS file
+/// cannot be used or a certificate is refused (by nnmon or by the broker).
 ///
 /// The service is unhealthy (for `/healthz`) until its session says otherwise, and again
 /// from the moment the broker is lost; every rebuilt connection counts as a reconnect.
@@ -93,6 +95,10 @@ mod tests {
         assert!(is_broker_failure(&lost));
         let refused = anyhow::Error::new(refused()).context("declaring the pipeline's queues");
         assert!(!is_broker_failure(&refused));
+        let certificate = BrokerError::Tls(nnmon_broker::TlsError::NoKey {
+            path: "client.key".into(),
+        });
+        assert!(!is_broker_failure(&anyhow::Error::new(certificate)));
         assert!(!is_broker_failure(&anyhow::anyhow!("disk full")));
     }
 }
