@@ -151,9 +151,13 @@ fn all_output(pipeline: &Pipeline) -> String {
     text
 }
 
-/// Deletes the pipeline's queues on the TLS node (the pipeline's own clean-up connects
-/// without the test CA).
-async fn delete_queues(node: &TlsNode, pipeline: &Pipeline) {
+/// Stops the pipeline's services and deletes its queues on the TLS node (the pipeline's own
+/// clean-up connects without the test CA). Services still running would declare the
+/// queues again.
+async fn delete_queues(node: &TlsNode, pipeline: &mut Pipeline) {
+    for service in ["features", "model", "metric"] {
+        pipeline.kill(service);
+    }
     let read = |name: &str| std::fs::read(node.certs.join(name)).expect("cert");
     let config = OwnedTLSConfig {
         identity: Some(OwnedIdentity::PKCS8 {
@@ -203,7 +207,7 @@ async fn the_four_services_move_items_over_amqps_with_client_certificates_exactl
         text.contains("connected to the broker") && !text.contains("TLS key file"),
         "{text}"
     );
-    delete_queues(node, &pipeline).await;
+    delete_queues(node, &mut pipeline).await;
 }
 
 #[tokio::test]
@@ -214,7 +218,7 @@ async fn external_auth_logs_in_with_the_certificate_alone() {
     let env = node.env("ca", "client");
     let mut pipeline = tls_pipeline("tls.external", &url, &env).await;
     stream_exactly_once(node, &mut pipeline, 200).await;
-    delete_queues(node, &pipeline).await;
+    delete_queues(node, &mut pipeline).await;
 
     // The same URL without EXTERNAL logs in as guest, whom the node refuses.
     let plain = format!("amqps://127.0.0.1:{PORT}/%2f");
@@ -538,7 +542,7 @@ async fn a_key_file_others_can_read_is_warned_about_once() {
             "{service}:\n{text}"
         );
     }
-    delete_queues(node, &pipeline).await;
+    delete_queues(node, &mut pipeline).await;
 }
 
 #[test]
