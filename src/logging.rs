@@ -10,7 +10,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// What is shown when `RUST_LOG` is unset or invalid. The AMQP client's own lines are off:
 /// every failure it logs also comes back to nnmon as an error, which nnmon logs once with
 /// its context (a refused login alone made lapin log three ERROR lines per attempt).
-const DEFAULT_FILTER: &str = "info,lapin=off,amq_protocol=off";
+const DEFAULT_FILTER: &str = "info,lapin=off,amq_protocol=off,rustls_platform_verifier=off";
 
 /// Installs the global subscriber. Call once, before anything logs.
 pub fn init() {
