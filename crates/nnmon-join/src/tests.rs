@@ -15,6 +15,15 @@ fn half(side: Side, n: u32, value: f64) -> Half {
     }
 }
 
+/// A join with this grace and cap, remembering 1 000 IDs.
+fn limited(grace_ms: u64, max_pending: usize) -> Join {
+    Join::new(JoinLimits {
+        grace_ms,
+        max_pending,
+        remembered: 1000,
+    })
+}
+
 fn roomy() -> Join {
     Join::new(JoinLimits {
         grace_ms: u64::MAX,
@@ -77,11 +86,7 @@ fn published_time_comes_from_either_half() {
 
 #[test]
 fn untimed_halves_expire_by_the_wall_clock_and_their_late_partners_too() {
-    let mut join = Join::new(JoinLimits {
-        grace_ms: 100,
-        max_pending: 10,
-        remembered: 100,
-    });
+    let mut join = limited(100, 10);
     join.offer(half(Side::Truth, 1, 1.0), 0);
     join.offer(half(Side::Truth, 2, 1.0), 50);
     assert!(join.evict(99).is_empty());
@@ -106,11 +111,7 @@ fn untimed_halves_expire_by_the_wall_clock_and_their_late_partners_too() {
 
 #[test]
 fn a_full_side_pauses_instead_of_evicting() {
-    let mut join = Join::new(JoinLimits {
-        grace_ms: u64::MAX,
-        max_pending: 2,
-        remembered: 100,
-    });
+    let mut join = limited(u64::MAX, 2);
     for n in 0..3 {
         join.offer(half(Side::Truth, n, 1.0), u64::from(n));
     }
@@ -127,11 +128,7 @@ fn a_full_side_pauses_instead_of_evicting() {
 
 #[test]
 fn only_two_full_sides_give_up_the_oldest() {
-    let mut join = Join::new(JoinLimits {
-        grace_ms: u64::MAX,
-        max_pending: 2,
-        remembered: 100,
-    });
+    let mut join = limited(u64::MAX, 2);
     for n in 0..3 {
         join.offer(half(Side::Truth, n, 1.0), u64::from(n));
         join.offer(half(Side::Prediction, 10 + n, 1.0), u64::from(n));
@@ -153,11 +150,7 @@ fn only_two_full_sides_give_up_the_oldest() {
 
 #[test]
 fn a_paused_side_resumes_below_ninety_percent_only() {
-    let mut join = Join::new(JoinLimits {
-        grace_ms: u64::MAX,
-        max_pending: 10,
-        remembered: 100,
-    });
+    let mut join = limited(u64::MAX, 10);
     for n in 0..10 {
         join.offer(half(Side::Truth, n, 1.0), 0);
     }
@@ -178,11 +171,7 @@ fn timed(side: Side, n: u32, ms: u64) -> Half {
 
 #[test]
 fn a_silent_side_holds_its_partners_whatever_the_wall_clock() {
-    let mut join = Join::new(JoinLimits {
-        grace_ms: 1_000,
-        max_pending: usize::MAX,
-        remembered: 100,
-    });
+    let mut join = limited(1_000, usize::MAX);
     let hour = 3_600_000;
     join.offer(timed(Side::Prediction, 0, 0), 0);
     for n in 1..100 {
@@ -200,11 +189,7 @@ fn a_silent_side_holds_its_partners_whatever_the_wall_clock() {
 
 #[test]
 fn a_half_is_given_up_once_the_other_side_moved_past_it_by_the_grace() {
-    let mut join = Join::new(JoinLimits {
-        grace_ms: 1_000,
-        max_pending: usize::MAX,
-        remembered: 100,
-    });
+    let mut join = limited(1_000, usize::MAX);
     let now = 5_000;
     // Truth 0 (published at 0 s) whose prediction was lost.
     join.offer(timed(Side::Truth, 0, 0), now);
@@ -229,11 +214,7 @@ fn a_half_is_given_up_once_the_other_side_moved_past_it_by_the_grace() {
 
 #[test]
 fn a_republished_item_waits_from_where_it_arrives_in_the_stream() {
-    let mut join = Join::new(JoinLimits {
-        grace_ms: 1_000,
-        max_pending: usize::MAX,
-        remembered: 100,
-    });
+    let mut join = limited(1_000, usize::MAX);
     let now = 10_000;
     for n in 1..=50 {
         join.offer(timed(Side::Truth, n, u64::from(n) * 100), now);
@@ -256,11 +237,7 @@ fn a_republished_item_waits_from_where_it_arrives_in_the_stream() {
 
 #[test]
 fn a_time_from_a_broken_clock_does_not_stall_eviction() {
-    let mut join = Join::new(JoinLimits {
-        grace_ms: 1_000,
-        max_pending: usize::MAX,
-        remembered: 100,
-    });
+    let mut join = limited(1_000, usize::MAX);
     let now = 1_000_000;
     // Published "a day from now": waits by the wall clock instead.
     join.offer(timed(Side::Truth, 0, now + 86_400_000), now);
@@ -441,11 +418,7 @@ proptest! {
 /// truth is still coming.
 #[test]
 fn two_full_sides_give_up_the_halves_the_other_side_passed() {
-    let mut join = Join::new(JoinLimits {
-        grace_ms: 60_000,
-        max_pending: 10,
-        remembered: 1000,
-    });
+    let mut join = limited(60_000, 10);
     let now = 1_000_000;
     // A whole batch is taken once a side accepts: the truth side overshoots its cap.
     for n in 0..12 {
@@ -476,11 +449,7 @@ fn two_full_sides_give_up_the_halves_the_other_side_passed() {
 /// again and the other side's waiting halves find their partners.
 #[test]
 fn a_full_side_is_freed_once_the_other_is_silent_for_a_grace() {
-    let mut join = Join::new(JoinLimits {
-        grace_ms: 60_000,
-        max_pending: 10,
-        remembered: 1000,
-    });
+    let mut join = limited(60_000, 10);
     let now = 1_000_000;
     for n in 0..10 {
         join.offer(timed(Side::Truth, n, 1_000 + u64::from(n)), now);
