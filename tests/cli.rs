@@ -251,8 +251,10 @@ fn default_output_is_info_and_above() {
 #[test]
 fn sigterm_stops_a_service_whose_stderr_reader_is_gone() {
     // `just up`'s sed dies first on a terminal's Ctrl-C: every later log line hits EPIPE.
+    let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_nnmon"))
         .args(["model", "--amqp-url", NO_BROKER])
+        .env("NNMON_LOG_DIR", dir.path())
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
         .stderr(Stdio::piped())
