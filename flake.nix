@@ -39,8 +39,8 @@
 
       # The build sees only what cargo needs: the manifests and lock file, the Rust sources
       # under crates/, src/, tests/ and benches/, and the data files that the binary embeds
-      # with include_str! (crates/nnmon-model/data/*.csv, models/*.json) or that the tests
-      # read (proptest regression seeds). Everything else (target/, logs/, scripts, docs,
+      # with include_str!/include_bytes! (crates/nnmon-model/data/*.csv, models/*.json, the
+      # live page's assets) or that the tests read (proptest regression seeds). Everything else (target/, logs/, scripts, docs,
       # this flake) stays out, so editing it does not rebuild anything.
       sourceFilter =
         craneLib: path: type:
@@ -71,6 +71,7 @@
           craneLib.filterCargoSources path type
           || matches "crates/[^/]+/data/[^/]+\\.csv"
           || matches "models/[^/]+\\.json"
+          || matches "src/services/plot/assets(/.*)?"
           || matches "crates/[^/]+/proptest-regressions/[^/]+\\.txt";
 
       perSystem =
