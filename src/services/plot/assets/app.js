@@ -176,7 +176,8 @@ function drawDrift(s) {
     $("error-drift").textContent = "Error drift: not reported yet (metric writes metric_status.json).";
   } else {
     const d = metric.error_drift;
-    $("error-drift").textContent = `Error drift (CUSUM on the absolute error): ${d.alarm ? "ALARM" : "ok"}, score ${num(d.score, 2)} (alarm at 1).`;
+    // With its age: a stopped metric's last verdict must not look current.
+    $("error-drift").textContent = `Error drift (CUSUM on the absolute error): ${d.alarm ? "ALARM" : "ok"}, score ${num(d.score, 2)} (alarm at 1); reported ${ago(metric.updated_ms)}.`;
     $("error-drift").className = d.alarm ? "note alarm" : "note";
     if (d.alarm) alarms.push("the absolute error has drifted up");
   }
