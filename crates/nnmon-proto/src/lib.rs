@@ -7,7 +7,9 @@
 //!   `{"id": ID, "body": ...}` JSON envelopes, decoded and validated from raw bytes, encoded
 //!   back to bytes. Everything that can be wrong with a message is a [`DecodeError`] with a
 //!   short machine-readable [`DecodeError::reason`], used when dead-lettering it.
-//! - [`QueueNames`]: the queue names of one pipeline, with its prefix applied.
+//! - [`QueueNames`]: the queue names of one pipeline, with its prefix applied;
+//!   [`ShardNames`]: the exchanges and queues of a sharded one (`--shards N`), and
+//!   [`RowMessage`], a shard's row as it publishes it for the view of all shards.
 //! - [`headers`]: names of the AMQP headers nnmon adds on top of the seed's format.
 //!
 //! Data flows bytes → `decode` → typed message → service logic → `encode` → bytes.
@@ -15,6 +17,8 @@
 mod id;
 mod message;
 mod queues;
+mod row;
+mod shards;
 
 pub use id::MessageId;
 pub use message::{
@@ -22,6 +26,8 @@ pub use message::{
     ValueMessage,
 };
 pub use queues::QueueNames;
+pub use row::RowMessage;
+pub use shards::{MAX_SHARDS, ShardNames};
 
 /// AMQP header names nnmon sets in addition to the seed's JSON body.
 pub mod headers {

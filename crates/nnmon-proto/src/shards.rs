@@ -1,0 +1,138 @@
+/// The names of a sharded pipeline (`--shards N`, N > 1), after the pipeline's prefix.
+///
+/// Both halves of an item go to ONE consistent-hash exchange, `<prefix>shards`, which
+/// hashes the message's `message_id` property and picks shard I's direct exchange
+/// `<prefix>shard-I`; that one routes by routing key (the seed's queue name, with the
+/// prefix) to `<prefix>y_true.shard-I` or `<prefix>y_pred.shard-I`.
+///
+/// Why one hash exchange with a direct exchange per shard, rather than one hash exchange
+/// per side bound straight to the shard queues: the plugin numbers its buckets in the
+/// order the bindings were made, and a deleted binding renumbers those after it. Two
+/// rings (one per side) would agree only while their bindings were made in the same
+/// order; deleting and redeclaring one shard queue would reorder one ring, and from then
+/// on the two halves of most IDs would reach different shards. With one ring both halves
+/// always take the same bucket, whatever happens to the queues; the shard exchanges are
+/// never deleted with a queue.
+///
+/// Each shard also publishes its rows to the fanout exchange `<prefix>rows`; `plot`
+/// consumes them from its queue `<prefix>rows.plot`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ShardNames {
+    prefix: String,
+    count: u16,
+    /// `<prefix>shards`: the consistent-hash exchange (`x-consistent-hash`, hashing the
+    /// `message_id` property) that truths and predictions are published to.
+    pub router: String,
+    /// `<prefix>rows`: the fanout exchange every shard publishes its rows to.
+    pub rows: String,
+    /// `<prefix>rows.plot`: `plot`'s queue on [`rows`](Self::rows).
+    pub rows_plot: String,
+}
+
+/// The most shards a pipeline may have: each is two queues and an exchange, and more
+/// shards than broker cores buys nothing.
+pub const MAX_SHARDS: u16 = 1024;
+
+impl ShardNames {
+    /// The names for `count` shards of the pipeline whose names start with `prefix`.
+    pub fn new(prefix: &str, count: u16) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            count,
+            router: format!("{prefix}shards"),
+            rows: format!("{prefix}rows"),
+            rows_plot: format!("{prefix}rows.plot"),
+        }
+    }
+
+    /// How many shards there are.
+    pub fn count(&self) -> u16 {
+        self.count
+    }
+
+    /// Shard `shard`'s direct exchange, bound to the router with weight 1.
+    pub fn shard_exchange(&self, shard: u16) -> String {
+        format!("{}shard-{shard}", self.prefix)
+    }
+
+    /// Shard `shard`'s queue of true values.
+    pub fn y_true(&self, shard: u16) -> String {
+        format!("{}y_true.shard-{shard}", self.prefix)
+    }
+
+    /// Shard `shard`'s queue of predictions.
+    pub fn y_pred(&self, shard: u16) -> String {
+        format!("{}y_pred.shard-{shard}", self.prefix)
+    }
+
+    /// Every queue of the sharded part: the shards' queues, then `plot`'s.
+    pub fn queues(&self) -> Vec<String> {
+        let mut queues: Vec<String> = (0..self.count)
+            .flat_map(|shard| [self.y_true(shard), self.y_pred(shard)])
+            .collect();
+        queues.push(self.rows_plot.clone());
+        queues
+    }
+
+    /// Every exchange of the sharded part: the router, the shards' and the rows'.
+    pub fn exchanges(&self) -> Vec<String> {
+        let mut exchanges = vec![self.router.clone()];
+        exchanges.extend((0..self.count).map(|shard| self.shard_exchange(shard)));
+        exchanges.push(self.rows.clone());
+        exchanges
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::QueueNames;
+    use proptest::prelude::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn names_of_two_shards() {
+        let names = ShardNames::new("run42.", 2);
+        assert_eq!(
+            names.queues(),
+            [
+                "run42.y_true.shard-0",
+                "run42.y_pred.shard-0",
+                "run42.y_true.shard-1",
+                "run42.y_pred.shard-1",
+                "run42.rows.plot"
+            ]
+        );
+        assert_eq!(
+            names.exchanges(),
+            [
+                "run42.shards",
+                "run42.shard-0",
+                "run42.shard-1",
+                "run42.rows"
+            ]
+        );
+    }
+
+    proptest! {
+        /// No two names of one pipeline are equal, none is one of the unsharded queues,
+        /// and every one starts with the prefix (so pipelines never share one).
+        #[test]
+        fn names_are_distinct_and_prefixed(prefix in "[a-z0-9.]{0,12}", count in 1..64u16) {
+            let names = ShardNames::new(&prefix, count);
+            let queues = names.queues();
+            let unique: HashSet<&String> = queues.iter().collect();
+            prop_assert_eq!(unique.len(), queues.len());
+            prop_assert_eq!(queues.len(), 2 * usize::from(count) + 1);
+            let seed = QueueNames::with_prefix(&prefix);
+            for queue in &queues {
+                prop_assert!(queue.starts_with(&prefix));
+                prop_assert!(!seed.all().contains(&queue.as_str()));
+            }
+            let exchanges = names.exchanges();
+            let unique: HashSet<&String> = exchanges.iter().collect();
+            prop_assert_eq!(unique.len(), usize::from(count) + 2);
+            prop_assert!(exchanges.iter().all(|e| e.starts_with(&prefix)));
+        }
+    }
+}
