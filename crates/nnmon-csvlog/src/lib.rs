@@ -12,7 +12,8 @@
 //!   opening a log of ten million rows is as quick as an empty one. It also says how much
 //!   of the file is on disk ([`CsvAppender::durable_len`]), and replaces or empties a file
 //!   (journal compaction).
-//! - [`read_rows`]: the rows from a known offset, or the last N rows, read from the end.
+//! - [`read_rows`]: the rows from a known offset, or the last N rows, read from the end;
+//!   [`read_rows_from`]: a bounded run of rows from an offset, and where the next starts.
 //! - [`LogTail`]: reads only the complete lines appended since its last call, so a refresh
 //!   costs O(new rows) and never sees half a row.
 //!
@@ -27,7 +28,7 @@ mod tail;
 
 pub use appender::{CsvAppender, OpenReport};
 pub use csv::StringRecord;
-pub use reader::{ReadReport, read_rows};
+pub use reader::{ReadReport, read_rows, read_rows_from};
 pub use record::Record;
 pub use tail::{LogTail, TailEvent};
 

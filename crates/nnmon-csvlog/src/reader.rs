@@ -47,6 +47,54 @@ pub fn read_rows(
     })
 }
 
+/// Hands at most `max_rows` complete rows of the CSV file at `path`, from byte offset
+/// `from` on (0: the file's start, whose header is skipped; otherwise a line start this
+/// function returned before), to `on_row`. Returns the offset just past the last row
+/// handed out: where the next call goes on, and how far a follower that has dealt with
+/// those rows may note it got (`from` itself when there is nothing new). A missing file
+/// has no rows; a torn last line is left for a later call.
+pub fn read_rows_from(
+    path: &Path,
+    from: u64,
+    max_rows: usize,
+    mut on_row: impl FnMut(&csv::StringRecord),
+) -> Result<u64, CsvError> {
+    let io_error = |source| CsvError::io(path, source);
+    let mut file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(from),
+        Err(e) => return Err(io_error(e)),
+    };
+    let len = file.metadata().map_err(io_error)?.len();
+    let complete = scan::end_of_last_line(&mut file, len).map_err(io_error)?;
+    if complete <= from {
+        return Ok(from);
+    }
+    file.seek(SeekFrom::Start(from)).map_err(io_error)?;
+    let input = BufReader::with_capacity(1 << 16, file.take(complete - from));
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(from == 0)
+        .flexible(true)
+        .from_reader(input);
+    let mut row = csv::StringRecord::new();
+    let mut rows = 0;
+    // Every row read but the last `max_rows`-th is followed by another or by the end:
+    // the reader's position after a row is the start of the next line.
+    while rows < max_rows {
+        match reader.read_record(&mut row) {
+            Ok(false) => break,
+            Ok(true) => {
+                on_row(&row);
+                rows += 1;
+            }
+            // nnmon never writes such rows; passed over like `read_rows` does.
+            Err(error) if matches!(error.kind(), csv::ErrorKind::Utf8 { .. }) => {}
+            Err(error) => return Err(CsvError::from_csv(path, error)),
+        }
+    }
+    Ok(from + reader.position().byte())
+}
+
 /// Parses complete CSV lines from `input`, skipping the first one when it is the header,
 /// and hands each row to `on_row`. Returns the number of rows handed out and of rows
 /// skipped for not being UTF-8.
@@ -117,6 +165,42 @@ mod tests {
         })
         .expect("read");
         (report, ids)
+    }
+
+    #[test]
+    fn reads_a_bounded_run_of_rows_and_says_where_to_go_on() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.csv");
+        std::fs::write(&path, "id,v\na,1\n\"b,\"\"x\"\"\",2\nc,3\ntorn").expect("write");
+        let mut seen = Vec::new();
+        let mut take = |from, max| {
+            read_rows_from(&path, from, max, |row| {
+                seen.push(row.get(0).unwrap_or_default().to_owned())
+            })
+            .expect("read")
+        };
+        let after_a = take(0, 1);
+        assert_eq!(after_a, 9, "row b starts at 9");
+        let after_c = take(after_a, 10);
+        assert_eq!(after_c, 25, "the torn line is left");
+        assert_eq!(take(after_c, 10), after_c);
+        assert_eq!(take(0, 0), 0);
+        assert_eq!(seen, vec!["a", "b,\"x\"", "c"]);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b",4\n"))
+            .expect("append");
+        let mut last = Vec::new();
+        let end = read_rows_from(&path, after_c, 10, |row| {
+            last.push(row.get(1).map(str::to_owned))
+        })
+        .expect("read");
+        assert_eq!((end, last), (32, vec![Some("4".to_owned())]));
+        assert_eq!(
+            read_rows_from(&dir.path().join("missing.csv"), 7, 1, |_| ()).expect("read"),
+            7
+        );
     }
 
     #[test]
