@@ -2,7 +2,7 @@
 //! settings work from a shell, a justfile, Docker Compose or a Nix app.
 
 use clap::{Args, Parser, Subcommand};
-use nnmon_broker::{BrokerUrl, TlsFiles};
+use nnmon_broker::{BrokerUrls, QueueType, TlsFiles};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -32,20 +32,25 @@ pub enum Command {
 /// Where the broker is, how to reach it, and which pipeline on it to use.
 ///
 /// Parsed from [`BrokerFlags`]: the TLS files travel inside `amqp_url` (see
-/// [`BrokerUrl::with_tls`]), so that every connection the services make uses them.
+/// [`BrokerUrls::with_tls`]), so that every connection the services make uses them.
 #[derive(Debug)]
 pub struct BrokerArgs {
-    /// The URL, with the TLS files of `--tls-ca-file`, `--tls-cert-file`, `--tls-key-file`.
-    pub amqp_url: BrokerUrl,
+    /// The broker's URL, or its nodes' (a comma-separated list), with the TLS files of
+    /// `--tls-ca-file`, `--tls-cert-file`, `--tls-key-file`.
+    pub amqp_url: BrokerUrls,
     pub queue_prefix: String,
     pub prefetch: u16,
+    /// The type of the pipeline's queues.
+    pub queue_type: QueueType,
 }
 
 /// The broker flags as typed; [`BrokerArgs`] is what the services get.
 #[derive(Debug, Args)]
 struct BrokerFlags {
     /// AMQP URL of the broker (amqp:// or amqps://); its password is never logged.
-    /// `?auth_mechanism=external` logs in with the client certificate alone.
+    /// `?auth_mechanism=external` logs in with the client certificate alone. A
+    /// comma-separated list names a cluster's nodes: the first that answers is used, and
+    /// when it goes away the next one.
     #[arg(
         long,
         env = "AMQP_URL",
@@ -53,7 +58,12 @@ struct BrokerFlags {
         hide_env_values = true,
         value_parser = BrokerUrlParser
     )]
-    amqp_url: BrokerUrl,
+    amqp_url: BrokerUrls,
+    /// Type of the pipeline's queues: `classic` (one node, as the seed), or `quorum`
+    /// (replicated over a cluster's nodes; durable). A queue that exists as the other
+    /// type is refused, naming it.
+    #[arg(long, env = "NNMON_QUEUE_TYPE", default_value = "classic", value_name = "classic|quorum", value_parser = parse_queue_type)]
+    queue_type: QueueType,
     /// Prepended to every queue name, so several pipelines can share one broker.
     #[arg(long, env = "NNMON_QUEUE_PREFIX", default_value = "", value_parser = parse_prefix)]
     queue_prefix: String,
@@ -103,6 +113,7 @@ impl BrokerFlags {
             amqp_url,
             queue_prefix: self.queue_prefix,
             prefetch: self.prefetch,
+            queue_type: self.queue_type,
         })
     }
 }
@@ -250,14 +261,14 @@ pub struct TrainArgs {
 struct BrokerUrlParser;
 
 impl clap::builder::TypedValueParser for BrokerUrlParser {
-    type Value = BrokerUrl;
+    type Value = BrokerUrls;
 
     fn parse_ref(
         &self,
         command: &clap::Command,
         _arg: Option<&clap::Arg>,
         value: &std::ffi::OsStr,
-    ) -> Result<BrokerUrl, clap::Error> {
+    ) -> Result<BrokerUrls, clap::Error> {
         let invalid = |reason: String| {
             clap::Error::raw(
                 clap::error::ErrorKind::ValueValidation,
@@ -279,6 +290,10 @@ const MAX_PREFIX_BYTES: usize = 200;
 
 /// Longest duration accepted: a year is more than any delay, interval or TTL needs.
 const MAX_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
+
+fn parse_queue_type(text: &str) -> Result<QueueType, String> {
+    text.parse()
+}
 
 fn parse_prefix(text: &str) -> Result<String, String> {
     if text.len() > MAX_PREFIX_BYTES {
@@ -429,7 +444,11 @@ mod tests {
                 Command::Metric(args) => args.broker,
                 _ => unreachable!(),
             };
-            assert_eq!(broker.amqp_url.tls_files(), Some(&expected), "{service}");
+            assert_eq!(
+                broker.amqp_url.first().tls_files(),
+                Some(&expected),
+                "{service}"
+            );
         }
         let plain = Cli::try_parse_from([
             "nnmon",
@@ -440,6 +459,30 @@ mod tests {
             "ca.pem",
         ]);
         assert_eq!(plain.expect_err("amqp:// with TLS files").exit_code(), 2);
+    }
+
+    #[test]
+    fn a_cluster_is_a_comma_list_and_quorum_a_queue_type() {
+        let parsed = Cli::try_parse_from([
+            "nnmon",
+            "model",
+            "--amqp-url",
+            "amqp://u:p@a:5681/%2f,amqp://u:p@b:5682/%2f,amqp://u:p@c:5683/%2f",
+            "--queue-type",
+            "quorum",
+        ]);
+        let Command::Model(args) = parsed.expect("valid").command else {
+            unreachable!()
+        };
+        assert_eq!(args.broker.amqp_url.nodes().len(), 3);
+        assert_eq!(args.broker.queue_type, QueueType::Quorum);
+        let default = Cli::try_parse_from(["nnmon", "metric"]).expect("valid");
+        let Command::Metric(args) = default.command else {
+            unreachable!()
+        };
+        assert_eq!(args.broker.queue_type, QueueType::Classic);
+        let error = refused_value(&["nnmon", "features", "--queue-type", "stream"]);
+        assert!(error.to_string().contains("classic or quorum"), "{error}");
     }
 
     #[test]

@@ -121,7 +121,7 @@ pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
         &cancel,
         &telemetry,
         async |broker: &Broker| {
-            declare_topology(broker, &queues).await?;
+            declare_topology(broker, &queues, args.broker.queue_type).await?;
             let mut publisher = broker.publisher::<Sent>(window).await?;
             telemetry.health.set(true);
             let streamed = stream(

@@ -87,7 +87,7 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
         &cancel,
         &telemetry,
         async |broker: &Broker| {
-            declare_topology(broker, &queues).await?;
+            declare_topology(broker, &queues, args.broker.queue_type).await?;
             let mut session = Session {
                 dead_letters: broker.publisher::<()>(usize::from(prefetch)).await?,
                 queues: &queues,

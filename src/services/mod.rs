@@ -12,18 +12,22 @@ pub mod plot;
 pub mod train;
 
 use anyhow::{Context, Result};
-use nnmon_broker::{AMQPValue, Broker, Delivery, LongString, Publisher, ShortString};
+use nnmon_broker::{AMQPValue, Broker, Delivery, LongString, Publisher, QueueType, ShortString};
 use nnmon_observe::{DeadLetterLabels, Metrics};
 use nnmon_proto::{DecodeError, QueueNames, headers};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tracing::warn;
 
-/// Declares the whole pipeline's queues, whichever service starts first, so that no
-/// message is published to a queue that does not exist yet.
-pub(crate) async fn declare_topology(broker: &Broker, queues: &QueueNames) -> Result<()> {
+/// Declares the whole pipeline's queues, of type `queue_type`, whichever service starts
+/// first, so that no message is published to a queue that does not exist yet.
+pub(crate) async fn declare_topology(
+    broker: &Broker,
+    queues: &QueueNames,
+    queue_type: QueueType,
+) -> Result<()> {
     broker
-        .declare_queues(&queues.all())
+        .declare_queues(&queues.all(), queue_type)
         .await
         .context("declaring the pipeline's queues")
 }

@@ -96,7 +96,7 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
         &telemetry,
         async |broker: &Broker| {
             let queues = &predictor.queues;
-            declare_topology(broker, queues).await?;
+            declare_topology(broker, queues, args.broker.queue_type).await?;
             let mut publisher = broker.publisher::<Settled>(usize::from(prefetch)).await?;
             let mut inbox = broker.inbox(&queues.features, prefetch).await?;
             telemetry.health.set(true);

@@ -1,9 +1,11 @@
 use crate::tls::{self, TlsError};
-use crate::{BrokerUrl, Inbox, Publisher};
+use crate::{BrokerUrl, BrokerUrls, Inbox, Publisher};
 use backon::{BackoffBuilder, ExponentialBuilder};
 use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{Connection, ConnectionProperties};
+use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -33,13 +35,26 @@ pub enum BrokerError {
     Returned,
     #[error("the broker cancelled the consumer of queue {queue} (deleted, or a failover?)")]
     ConsumerCancelled { queue: String },
+    /// The queue exists as another type than the one asked for. Permanent: RabbitMQ cannot
+    /// change a queue's type in place, and going on would run the pipeline without the
+    /// guarantees its `--queue-type` promised (see [`Broker::declare_queue`]).
+    #[error(
+        "queue {queue} already exists on the broker, but not as a {wanted} queue ({broker_says}); \
+         run every service with the queue type it was made with (--queue-type / NNMON_QUEUE_TYPE), \
+         or delete the queue (its messages go with it) to make it again as {wanted}"
+    )]
+    QueueTypeMismatch {
+        queue: String,
+        wanted: QueueType,
+        broker_says: String,
+    },
 }
 
 impl BrokerError {
     /// Whether retrying cannot help: a refusal (see [`is_refusal`]) or a TLS problem.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::Refused { .. } | Self::Tls(_) => true,
+            Self::Refused { .. } | Self::Tls(_) | Self::QueueTypeMismatch { .. } => true,
             Self::Amqp(error) => is_refusal(error) || tls::is_certificate_problem(error),
             _ => false,
         }
@@ -86,13 +101,81 @@ fn refusal_reason(error: &lapin::Error, connecting: bool) -> Option<String> {
     refused.then(|| amqp.get_message().to_string())
 }
 
-/// Whether `error` is the broker's 406 PRECONDITION_FAILED: the queue exists with other
-/// properties. (Other soft errors, such as ACCESS_REFUSED, are real failures.)
-fn is_precondition_failed(error: &lapin::Error) -> bool {
+/// The broker's text when `error` is its 406 PRECONDITION_FAILED: the queue exists with
+/// other properties. (Other soft errors, such as ACCESS_REFUSED, are real failures.)
+fn precondition_failed(error: &lapin::Error) -> Option<&str> {
     use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-    matches!(error.kind(), lapin::ErrorKind::ProtocolError(e)
-        if matches!(e.kind(), AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)))
+    match error.kind() {
+        lapin::ErrorKind::ProtocolError(e)
+            if matches!(
+                e.kind(),
+                AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
+            ) =>
+        {
+            Some(e.get_message().as_str())
+        }
+        _ => None,
+    }
 }
+
+/// Whether the broker's 406 text says the existing queue is of another type than `wanted`.
+/// RabbitMQ names the argument (`inequivalent arg 'x-queue-type' ...`); a quorum queue is
+/// always durable, so a transient queue (`inequivalent arg 'durable'`) is not one either.
+fn is_type_mismatch(wanted: QueueType, text: &str) -> bool {
+    text.contains("'x-queue-type'") || (wanted == QueueType::Quorum && text.contains("'durable'"))
+}
+
+/// The kind of queue nnmon declares for the pipeline (`--queue-type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueueType {
+    /// RabbitMQ's classic queue, on the node it was declared on: what the seed and a single
+    /// broker use. Declared without an `x-queue-type`, as before queue types existed.
+    #[default]
+    Classic,
+    /// A quorum queue (`x-queue-type: quorum`, always durable): replicated over the
+    /// cluster's nodes by Raft, it survives the loss of a minority of them. Only confirmed
+    /// publishes are safe, which is how nnmon publishes anyway.
+    Quorum,
+}
+
+impl QueueType {
+    /// The declaration's arguments.
+    fn arguments(self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        if self == Self::Quorum {
+            arguments.insert(
+                ShortString::from("x-queue-type"),
+                AMQPValue::LongString(LongString::from("quorum")),
+            );
+        }
+        arguments
+    }
+}
+
+impl fmt::Display for QueueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Classic => "classic",
+            Self::Quorum => "quorum",
+        })
+    }
+}
+
+impl FromStr for QueueType {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "classic" => Ok(Self::Classic),
+            "quorum" => Ok(Self::Quorum),
+            other => Err(format!("`{other}` is not a queue type: classic or quorum")),
+        }
+    }
+}
+
+/// The longest one connection attempt may take (TCP, TLS, AMQP handshake): a node that
+/// swallows packets must not keep a service from trying the next.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// How long to wait between connection attempts: exponential backoff with jitter, never
 /// shorter than `initial` nor longer than `max`. The jitter keeps services that lost the
@@ -138,56 +221,85 @@ pub enum QueueState {
     ExistingWithOtherProperties,
 }
 
-/// One connection to the broker.
+/// One connection to one broker node.
 pub struct Broker {
     connection: Connection,
     /// Names the user and vhost when the broker refuses them.
     url: BrokerUrl,
+    /// Which of the [`BrokerUrls`] it is.
+    node: usize,
 }
 
 impl Broker {
-    /// Connects, retrying with backoff while the broker cannot be reached. Returns
-    /// `Ok(None)` if `cancel` fires first, and at once [`BrokerError::Refused`] when the
-    /// broker answers but refuses the login or the vhost, or [`BrokerError::Tls`] when a
-    /// TLS file cannot be used (checked before the first attempt) or a certificate is
-    /// refused: retrying cannot fix those.
+    /// Connects to the first node of `urls` that answers, trying them in order from node
+    /// `from` (wrapping round); after a full round of failures it waits (backoff) and goes
+    /// round again. Returns `Ok(None)` if `cancel` fires first, and at once
+    /// [`BrokerError::Refused`] when a broker answers but refuses the login or the vhost,
+    /// or [`BrokerError::Tls`] when a TLS file cannot be used (checked before the first
+    /// attempt) or a certificate is refused: retrying cannot fix those (a cluster's nodes
+    /// share their users, and should share a CA).
+    ///
+    /// [`node`](Self::node) says which node it reached; a caller that lost it starts the
+    /// next attempt with the node after it.
     pub async fn connect(
-        url: &BrokerUrl,
+        urls: &BrokerUrls,
+        from: usize,
         name: &str,
         retry: RetryPolicy,
         cancel: &CancellationToken,
     ) -> Result<Option<Self>, BrokerError> {
-        let connector = url.tls().map(|tls| tls.connector()).transpose()?;
+        let nodes = urls.nodes();
+        let connectors = nodes
+            .iter()
+            .map(|url| url.tls().map(|tls| tls.connector()).transpose())
+            .collect::<Result<Vec<_>, _>>()?;
         let mut backoff = retry.backoff();
         let mut attempt = 0u32;
+        let mut node = from % nodes.len();
         loop {
+            let url = &nodes[node];
             let properties = ConnectionProperties::default().with_connection_name(name.into());
             let connecting = async {
-                match &connector {
+                match &connectors[node] {
                     Some(connector) => tls::connect(url.uri(), properties, connector.clone()).await,
                     None => Connection::connect_uri(url.uri(), properties).await,
                 }
             };
             let result = tokio::select! {
-                result = connecting => result,
+                result = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => result,
                 () = cancel.cancelled() => return Ok(None),
             };
             attempt += 1;
             let error = match result {
-                Ok(connection) => {
-                    if attempt > 1 {
-                        info!(broker = %url, attempts = attempt, "connected to the broker");
-                    } else {
-                        info!(broker = %url, "connected to the broker");
+                Ok(Ok(connection)) => {
+                    let of = nodes.len();
+                    match (attempt, of) {
+                        (1, 1) => info!(broker = %url, "connected to the broker"),
+                        (_, 1) => {
+                            info!(broker = %url, attempts = attempt, "connected to the broker")
+                        }
+                        _ => {
+                            info!(broker = %url, node = node + 1, of, attempts = attempt, "connected to the broker")
+                        }
                     }
                     let url = url.clone();
-                    return Ok(Some(Self { connection, url }));
+                    return Ok(Some(Self {
+                        connection,
+                        url,
+                        node,
+                    }));
                 }
-                Err(error) => match BrokerError::classify(error, url, true) {
-                    BrokerError::Amqp(error) => error,
+                Ok(Err(error)) => match BrokerError::classify(error, url, true) {
+                    BrokerError::Amqp(error) => error.to_string(),
                     refused => return Err(refused),
                 },
+                Err(_) => format!("no answer within {CONNECT_TIMEOUT:?}"),
             };
+            node = (node + 1) % nodes.len();
+            if node != from % nodes.len() {
+                warn!(broker = %url, %error, "broker node not reachable; trying the next one");
+                continue;
+            }
             let delay = backoff.next().unwrap_or(retry.max);
             warn!(broker = %url, %error, attempt, retry_in_ms = delay.as_millis() as u64, "broker not reachable yet; retrying");
             tokio::select! {
@@ -197,9 +309,32 @@ impl Broker {
         }
     }
 
-    /// Declares a durable queue, or accepts an existing one as it is. Missing permissions
-    /// are [`BrokerError::Refused`].
-    pub async fn declare_queue(&self, queue: &str) -> Result<QueueState, BrokerError> {
+    /// Which node of the [`BrokerUrls`] this connection reached (0 for the first).
+    pub fn node(&self) -> usize {
+        self.node
+    }
+
+    /// The URL of the node this connection reached.
+    pub fn url(&self) -> &BrokerUrl {
+        &self.url
+    }
+
+    /// Declares a durable queue of type `queue_type`, or accepts an existing one with other
+    /// properties as it is (a seed deployment's transient queue) — but not one of another
+    /// type: that is [`BrokerError::QueueTypeMismatch`], permanent. Missing permissions are
+    /// [`BrokerError::Refused`].
+    ///
+    /// Why a type mismatch is refused while other differences are accepted: `--queue-type
+    /// quorum` promises that the pipeline survives a node's loss, and a classic queue found
+    /// in its place would silently break that promise; the other way round, services left
+    /// at the default would be running on queues whose behaviour (replication, leader
+    /// moves, memory) their operator did not choose. Either way the fix is one setting,
+    /// and saying so at start-up beats finding out in a failover.
+    pub async fn declare_queue(
+        &self,
+        queue: &str,
+        queue_type: QueueType,
+    ) -> Result<QueueState, BrokerError> {
         let refused = |error| BrokerError::classify(error, &self.url, false);
         let channel = self.connection.create_channel().await.map_err(refused)?;
         let durable = QueueDeclareOptions {
@@ -207,11 +342,21 @@ impl Broker {
             ..QueueDeclareOptions::default()
         };
         match channel
-            .queue_declare(queue.into(), durable, FieldTable::default())
+            .queue_declare(queue.into(), durable, queue_type.arguments())
             .await
         {
             Ok(_) => Ok(QueueState::Durable),
-            Err(error) if is_precondition_failed(&error) => {
+            Err(error)
+                if precondition_failed(&error)
+                    .is_some_and(|text| is_type_mismatch(queue_type, text)) =>
+            {
+                Err(BrokerError::QueueTypeMismatch {
+                    queue: queue.to_owned(),
+                    wanted: queue_type,
+                    broker_says: precondition_failed(&error).unwrap_or_default().to_owned(),
+                })
+            }
+            Err(error) if precondition_failed(&error).is_some() => {
                 // PRECONDITION_FAILED closed that channel; ask on a fresh one whether the
                 // queue exists at all, without asserting its properties.
                 let channel = self.connection.create_channel().await.map_err(refused)?;
@@ -230,10 +375,14 @@ impl Broker {
         }
     }
 
-    /// Declares every queue in `queues`.
-    pub async fn declare_queues(&self, queues: &[&str]) -> Result<(), BrokerError> {
+    /// Declares every queue in `queues`, of type `queue_type`.
+    pub async fn declare_queues(
+        &self,
+        queues: &[&str],
+        queue_type: QueueType,
+    ) -> Result<(), BrokerError> {
         for queue in queues {
-            self.declare_queue(queue).await?;
+            self.declare_queue(queue, queue_type).await?;
         }
         Ok(())
     }
@@ -298,6 +447,34 @@ mod tests {
                 "every run waited {first:?} at step {step}"
             );
         }
+    }
+
+    #[test]
+    fn a_queue_of_another_type_is_told_apart_from_other_differences() {
+        // RabbitMQ 3.10.8's own texts.
+        let classic_asked = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost '/': received none but current is the value 'quorum' of type 'longstr'";
+        let quorum_asked = "PRECONDITION_FAILED - inequivalent arg 'x-queue-type' for queue 'q' in vhost '/': received the value 'quorum' of type 'longstr' but current is none";
+        let transient = "PRECONDITION_FAILED - inequivalent arg 'durable' for queue 'q' in vhost '/': received 'true' but current is 'false'";
+        assert!(is_type_mismatch(QueueType::Classic, classic_asked));
+        assert!(is_type_mismatch(QueueType::Quorum, quorum_asked));
+        // A seed's transient queue is still a classic one (used as it is) but never a
+        // quorum one.
+        assert!(!is_type_mismatch(QueueType::Classic, transient));
+        assert!(is_type_mismatch(QueueType::Quorum, transient));
+        let mismatch = BrokerError::QueueTypeMismatch {
+            queue: "features".into(),
+            wanted: QueueType::Quorum,
+            broker_says: quorum_asked.into(),
+        };
+        assert!(mismatch.is_permanent());
+        let text = mismatch.to_string();
+        assert!(
+            text.contains("not as a quorum queue") && text.contains("--queue-type"),
+            "{text}"
+        );
+        assert_eq!("quorum".parse(), Ok(QueueType::Quorum));
+        assert_eq!(QueueType::default().to_string(), "classic");
+        assert!("stream".parse::<QueueType>().is_err());
     }
 
     #[test]

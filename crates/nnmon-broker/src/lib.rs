@@ -5,13 +5,19 @@
 //!   the TLS files of an `amqps://` URL ([`TlsFiles`]: a CA that replaces the system's
 //!   roots, a client certificate and key; `auth_mechanism=external` logs in with the
 //!   certificate alone).
-//! - [`Broker`]: one connection. [`Broker::connect`] retries with capped exponential
-//!   backoff and jitter ([`RetryPolicy`]) until the broker answers (or shutdown is
-//!   requested), but gives up at once when the broker refuses the user, the vhost or the
-//!   permissions ([`BrokerError::Refused`], [`is_refusal`]) or a certificate is refused
-//!   or a TLS file cannot be used ([`BrokerError::Tls`], [`TlsError`]); it declares durable
-//!   queues (accepting, with a warning, queues that already exist with other properties),
-//!   and opens [`Publisher`]s and consumers.
+//! - [`BrokerUrls`]: the brokers a service may use — one URL, or the nodes of a cluster —
+//!   parsed from a comma-separated list. The one seam where several brokers meet: everything
+//!   else sees one [`Broker`] at a time.
+//! - [`Broker`]: one connection to one node. [`Broker::connect`] tries the nodes in order
+//!   from a given one, a full round then a capped exponential backoff with jitter
+//!   ([`RetryPolicy`]), until one answers (or shutdown is requested), and says which it
+//!   reached ([`Broker::node`]), so that a caller that lost it starts with the next node.
+//!   It gives up at once when the broker refuses the user, the vhost or the permissions
+//!   ([`BrokerError::Refused`], [`is_refusal`]) or a certificate is refused or a TLS file
+//!   cannot be used ([`BrokerError::Tls`], [`TlsError`]); it declares durable queues of a
+//!   [`QueueType`] (classic, or quorum: replicated by Raft), accepting with a warning
+//!   queues that already exist with other properties but refusing one of another type
+//!   ([`BrokerError::QueueTypeMismatch`]), and opens [`Publisher`]s and consumers.
 //! - [`Publisher`]: a confirm-mode channel with a window of messages in flight. Messages
 //!   are persistent and mandatory; each carries a caller's token that comes back, in
 //!   publish order, once the broker has confirmed it — so callers ack their inputs only
@@ -29,7 +35,7 @@ mod publisher;
 mod tls;
 mod url;
 
-pub use connection::{Broker, BrokerError, QueueState, RetryPolicy, is_refusal};
+pub use connection::{Broker, BrokerError, QueueState, QueueType, RetryPolicy, is_refusal};
 pub use inbox::Inbox;
 pub use lapin::message::Delivery;
 pub use lapin::options::BasicAckOptions;
@@ -37,4 +43,4 @@ pub use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 pub use lapin::{Acker, BasicProperties, Error as AmqpError};
 pub use publisher::{Publisher, message_properties};
 pub use tls::{FileRole, TlsError, TlsFiles, Trusted};
-pub use url::{BrokerUrl, InvalidUrl};
+pub use url::{BrokerUrl, BrokerUrls, InvalidUrl};

@@ -73,19 +73,25 @@ impl BrokerUrl {
     /// system's roots, a client certificate and its key. Refused unless the URL is
     /// `amqps://`; a URL asking for `auth_mechanism=external` needs the certificate. The
     /// files are read on the first connection attempt.
-    pub fn with_tls(mut self, files: TlsFiles) -> Result<Self, InvalidUrl> {
+    pub fn with_tls(self, files: TlsFiles) -> Result<Self, InvalidUrl> {
+        self.with_shared_tls(&Arc::new(Tls::new(files)))
+    }
+
+    /// [`with_tls`](Self::with_tls) with settings shared by several URLs (the nodes of a
+    /// [`BrokerUrls`]), so that the files are read, and warned about, once.
+    fn with_shared_tls(mut self, tls: &Arc<Tls>) -> Result<Self, InvalidUrl> {
         let invalid = |reason: &str| InvalidUrl {
             redacted: self.redacted.clone(),
             reason: reason.into(),
         };
         if self.tls.is_none() {
-            if !files.is_empty() {
+            if !tls.files.is_empty() {
                 return Err(invalid(
                     "TLS files (--tls-ca-file, --tls-cert-file, --tls-key-file) need an amqps:// URL",
                 ));
             }
         } else {
-            self.tls = Some(Arc::new(Tls::new(files)));
+            self.tls = Some(tls.clone());
         }
         let has_certificate = self.tls_files().is_some_and(|f| f.cert_file.is_some());
         if self.uses_external_auth() && !has_certificate {
@@ -142,6 +148,94 @@ impl BrokerUrl {
     /// The virtual host asked for (decoded: `%2f` is `/`).
     pub fn vhost(&self) -> &str {
         &self.uri.vhost
+    }
+}
+
+/// The brokers a service may use: one URL, or the nodes of a cluster, tried in order.
+///
+/// Parsed from a comma-separated list (`AMQP_URL=amqp://u:p@a/%2f,amqp://u:p@b/%2f`), each
+/// URL validated and redacted like a [`BrokerUrl`]; TLS files apply to every one. A comma
+/// starts a new URL only where another `scheme://` follows, so a password holding a comma
+/// still parses. [`Broker::connect`](crate::Broker::connect) tries them from a given
+/// node on, and says which one it reached.
+#[derive(Clone, Debug)]
+pub struct BrokerUrls {
+    nodes: Vec<BrokerUrl>,
+}
+
+impl BrokerUrls {
+    /// These URLs with TLS files, as [`BrokerUrl::with_tls`] (one set of files, read once,
+    /// for every node).
+    pub fn with_tls(self, files: TlsFiles) -> Result<Self, InvalidUrl> {
+        let tls = Arc::new(Tls::new(files));
+        let nodes = self
+            .nodes
+            .into_iter()
+            .map(|url| url.with_shared_tls(&tls))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { nodes })
+    }
+
+    /// The URLs, in the order they are tried.
+    pub fn nodes(&self) -> &[BrokerUrl] {
+        &self.nodes
+    }
+
+    /// The first URL (there is always one).
+    pub fn first(&self) -> &BrokerUrl {
+        &self.nodes[0]
+    }
+}
+
+impl From<BrokerUrl> for BrokerUrls {
+    fn from(url: BrokerUrl) -> Self {
+        Self { nodes: vec![url] }
+    }
+}
+
+impl FromStr for BrokerUrls {
+    type Err = InvalidUrl;
+
+    fn from_str(raw: &str) -> Result<Self, InvalidUrl> {
+        let mut pieces: Vec<String> = Vec::new();
+        for piece in raw.split(',') {
+            // A piece with no `scheme://` continues the previous URL's password; an empty
+            // one stays apart, to be refused.
+            match pieces.last_mut() {
+                Some(last) if !piece.trim().is_empty() && !piece.contains("://") => {
+                    last.push(',');
+                    last.push_str(piece);
+                }
+                _ => pieces.push(piece.to_owned()),
+            }
+        }
+        let nodes = pieces
+            .iter()
+            .map(|piece| match piece.trim() {
+                "" => Err(InvalidUrl {
+                    redacted: pieces
+                        .iter()
+                        .map(|p| redact(p.trim()))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    reason: "an empty entry in the comma-separated list".into(),
+                }),
+                url => url.parse(),
+            })
+            .collect::<Result<Vec<BrokerUrl>, _>>()?;
+        Ok(Self { nodes })
+    }
+}
+
+impl fmt::Display for BrokerUrls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, url) in self.nodes.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{url}")?;
+        }
+        Ok(())
     }
 }
 
@@ -245,6 +339,64 @@ mod tests {
         assert_eq!((url.user(), url.vhost()), ("ops@site", "/"));
         let url: BrokerUrl = "amqp://u:pw@broker/staging".parse().expect("valid");
         assert_eq!((url.user(), url.vhost()), ("u", "staging"));
+    }
+
+    #[test]
+    fn a_comma_list_is_several_brokers_each_redacted() {
+        let urls: BrokerUrls =
+            "amqp://u:s3cret@a:5681/%2f, amqp://u:s3cret@b:5682/%2f,amqps://u:s3cret@c/%2f"
+                .parse()
+                .expect("valid");
+        let hosts: Vec<String> = urls.nodes().iter().map(BrokerUrl::host_port).collect();
+        assert_eq!(hosts, ["a:5681", "b:5682", "c:5671"]);
+        assert_eq!(
+            urls.to_string(),
+            "amqp://u:***@a:5681/%2f,amqp://u:***@b:5682/%2f,amqps://u:***@c/%2f"
+        );
+        assert!(!format!("{urls:?}").contains("s3cret"));
+        let one: BrokerUrls = "amqp://u:p@a/%2f".parse().expect("valid");
+        assert_eq!(one.nodes().len(), 1);
+    }
+
+    #[test]
+    fn a_comma_in_a_password_does_not_split_the_list() {
+        let urls: BrokerUrls = "amqp://u:se,cr,et@a/%2f,amqp://u:p@b/%2f"
+            .parse()
+            .expect("valid");
+        assert_eq!(urls.nodes().len(), 2);
+        assert_eq!(urls.first().host(), "a");
+        assert!(!urls.to_string().contains("cr"), "{urls}");
+    }
+
+    #[test]
+    fn every_url_of_a_list_is_checked_and_gets_the_tls_files() {
+        for bad in [
+            "",
+            "amqp://u:p@a/%2f,",
+            "amqp://u:p@a/%2f,,amqp://u:p@b/%2f",
+            "amqp://u:p@a/%2f,http://u:topsecret@b/",
+        ] {
+            let error = bad.parse::<BrokerUrls>().expect_err(bad);
+            assert!(!error.to_string().contains("topsecret"), "{error}");
+        }
+        let files = TlsFiles {
+            ca_file: Some("ca.pem".into()),
+            ..TlsFiles::default()
+        };
+        let tls: BrokerUrls = "amqps://u:p@a/%2f,amqps://u:p@b/%2f"
+            .parse()
+            .expect("valid");
+        let tls = tls.with_tls(files.clone()).expect("amqps:// everywhere");
+        for url in tls.nodes() {
+            assert_eq!(url.tls_files(), Some(&files));
+        }
+        let mixed: BrokerUrls = "amqps://u:p@a/%2f,amqp://u:s3cret@b/%2f"
+            .parse()
+            .expect("valid");
+        let error = mixed
+            .with_tls(files)
+            .expect_err("TLS files with an amqp:// node");
+        assert!(error.to_string().contains("amqp://u:***@b"), "{error}");
     }
 
     #[test]
