@@ -29,7 +29,15 @@ calibrate:
 
 # The end-to-end suite only: real broker, real processes
 e2e: broker
-    cargo test --test pipeline --test faults --test operations --test observability --test live_page --test broker_restart
+    cargo test --test pipeline --test faults --test operations --test observability --test live_page --test broker_restart --test cluster
+
+# A 3-node RabbitMQ cluster on this host (127.0.0.1:5681-5683), beside the broker on 5672
+cluster:
+    scripts/cluster start
+
+# Stop the 3-node cluster and remove its data
+cluster-down:
+    scripts/cluster stop
 
 # Formatting and clippy, warnings as errors
 lint:

@@ -70,6 +70,14 @@ pub async fn broker() -> Option<TestBroker> {
 }
 
 impl TestBroker {
+    /// A broker already running at `url` (one URL, or a cluster's comma-separated list).
+    pub fn at(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            _container: None,
+        }
+    }
+
     /// Whether this broker is a container started for the test (removed with it).
     pub fn in_container(&self) -> bool {
         self._container.is_some()
@@ -249,6 +257,12 @@ impl Pipeline {
     pub fn start_stream(&mut self, items: usize) {
         self.start("model", &["model"]);
         self.start("metric", &["metric"]);
+        self.start_features(items, "0.004");
+    }
+
+    /// Starts features sending `items`, `delay` seconds apart, writing the IDs the broker
+    /// confirmed to [`confirmed_ids_path`](Self::confirmed_ids_path).
+    pub fn start_features(&mut self, items: usize, delay: &str) {
         let ids = self.confirmed_ids_path();
         let count = items.to_string();
         self.start(
@@ -256,7 +270,7 @@ impl Pipeline {
             &[
                 "features",
                 "--delay",
-                "0.004",
+                delay,
                 "--count",
                 &count,
                 "--confirmed-ids",
@@ -468,12 +482,24 @@ impl Pipeline {
         }
     }
 
-    /// A raw AMQP connection, for publishing like a seed service would.
+    /// A raw AMQP connection, for publishing like a seed service would (to the first node
+    /// that answers, when the URL is a cluster's list).
     pub async fn connect(&self) -> Connection {
-        Connection::connect(&self.url, ConnectionProperties::default())
-            .await
-            .expect("connect")
+        connect_any(&self.url).await.expect("connect")
     }
+}
+
+/// A connection to the first broker of `urls` (one URL, or a comma-separated list) that
+/// answers.
+pub async fn connect_any(urls: &str) -> lapin::Result<Connection> {
+    let mut last = None;
+    for url in urls.split(',') {
+        match Connection::connect(url, ConnectionProperties::default()).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.expect("at least one URL"))
 }
 
 /// Publishes `body` to `queue` on the default exchange, as the seed's pika code does.
@@ -551,7 +577,7 @@ async fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
 }
 
 async fn delete_queues(url: String, queues: Vec<String>) {
-    let Ok(connection) = Connection::connect(&url, ConnectionProperties::default()).await else {
+    let Ok(connection) = connect_any(&url).await else {
         return;
     };
     for queue in queues {
