@@ -401,6 +401,11 @@ impl Broker {
         Inbox::open(&self.connection, queue, prefetch).await
     }
 
+    /// The AMQP connection, for the crate's other modules (exchanges, see `exchange`).
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.connection
+    }
+
     /// Closes the connection politely; unacked deliveries go back to their queues.
     pub async fn close(self) {
         if let Err(error) = self

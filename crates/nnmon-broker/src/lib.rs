@@ -26,16 +26,21 @@
 //!   deliveries in batches and acking them with `multiple`. A consumer the broker cancels
 //!   (its queue deleted) is an error like a lost connection, never a silent end.
 //! - [`message_properties`]: the AMQP properties every nnmon message carries.
+//! - Exchanges for a sharded pipeline ([`ExchangeKind`]: consistent-hash on the message
+//!   ID, direct, fanout): [`Broker::declare_exchange`], [`Broker::bind_queue`],
+//!   [`Broker::bind_exchange`]; a missing plugin is [`ExchangeError::UnknownType`].
 //!
 //! Data flows service → `Publisher::publish` → broker → `Inbox` → service → ack.
 
 mod connection;
+mod exchange;
 mod inbox;
 mod publisher;
 mod tls;
 mod url;
 
 pub use connection::{Broker, BrokerError, QueueState, QueueType, RetryPolicy, is_refusal};
+pub use exchange::{CONSISTENT_HASH_PLUGIN, ExchangeError, ExchangeKind};
 pub use inbox::Inbox;
 pub use lapin::message::Delivery;
 pub use lapin::options::BasicAckOptions;

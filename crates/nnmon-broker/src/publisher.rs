@@ -45,13 +45,32 @@ impl<T> Publisher<T> {
         properties: BasicProperties,
         token: T,
     ) -> Result<(), BrokerError> {
+        self.publish_to("", queue, body, properties, token).await
+    }
+
+    /// Sends one message to `exchange` with `routing_key` (see `exchange`); confirmed,
+    /// or returned as unroutable, like [`publish`](Self::publish).
+    pub async fn publish_to(
+        &mut self,
+        exchange: &str,
+        routing_key: &str,
+        body: &[u8],
+        properties: BasicProperties,
+        token: T,
+    ) -> Result<(), BrokerError> {
         let options = BasicPublishOptions {
             mandatory: true,
             ..BasicPublishOptions::default()
         };
         let confirm = self
             .channel
-            .basic_publish("".into(), queue.into(), options, body, properties)
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                options,
+                body,
+                properties,
+            )
             .await?;
         self.in_flight.push_back((confirm, token));
         Ok(())
@@ -60,6 +79,11 @@ impl<T> Publisher<T> {
     /// Messages sent but not yet confirmed.
     pub fn in_flight(&self) -> usize {
         self.in_flight.len()
+    }
+
+    /// How many more messages the window takes now.
+    pub fn room(&self) -> usize {
+        self.window.saturating_sub(self.in_flight.len())
     }
 
     /// Whether the window is full: await [`confirmed`](Self::confirmed) before publishing more.

@@ -1,0 +1,249 @@
+//! Exchanges other than the default one, for a sharded pipeline: declaring them and
+//! binding queues and exchanges to them. Publishing to one is
+//! [`Publisher::publish_to`](crate::Publisher::publish_to).
+//!
+//! Three kinds are used, all durable (they outlive a broker restart, like the queues):
+//! - [`ExchangeKind::ConsistentHash`]: RabbitMQ's `x-consistent-hash`, from the bundled
+//!   plugin `rabbitmq_consistent_hash_exchange`, hashing the `message_id` property
+//!   (argument `hash-property: message_id`) instead of the routing key. A binding's
+//!   routing key is its weight. A broker without the plugin refuses the declaration
+//!   (503 COMMAND_INVALID, "unknown exchange type", closing the connection): that is
+//!   [`ExchangeError::UnknownType`], which names the plugin and is permanent.
+//! - [`ExchangeKind::Direct`] and [`ExchangeKind::Fanout`]: AMQP's own.
+//!
+//! A message published with `mandatory` through these exchanges is confirmed once it
+//! reached at least one queue, and comes back (basic.return) when it reached none, as on
+//! the default exchange.
+//!
+//! Each call opens a short-lived channel of its own: a refused declaration closes its
+//! channel, and must not take a publisher's or a consumer's with it.
+
+use crate::{Broker, BrokerError};
+use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+
+/// The plugin that provides [`ExchangeKind::ConsistentHash`].
+pub const CONSISTENT_HASH_PLUGIN: &str = "rabbitmq_consistent_hash_exchange";
+
+/// The kind of an exchange nnmon declares.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeKind {
+    /// `x-consistent-hash` on the `message_id` property: every message with one ID goes
+    /// to the same destination while the bindings stay the same.
+    ConsistentHash,
+    /// Routes by exact routing key.
+    Direct,
+    /// Copies every message to every destination.
+    Fanout,
+}
+
+impl ExchangeKind {
+    /// The AMQP exchange type.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            Self::ConsistentHash => "x-consistent-hash",
+            Self::Direct => "direct",
+            Self::Fanout => "fanout",
+        }
+    }
+
+    fn arguments(self) -> FieldTable {
+        let mut arguments = FieldTable::default();
+        if self == Self::ConsistentHash {
+            arguments.insert(
+                ShortString::from("hash-property"),
+                AMQPValue::LongString("message_id".into()),
+            );
+        }
+        arguments
+    }
+
+    fn lapin_kind(self) -> lapin::ExchangeKind {
+        match self {
+            Self::ConsistentHash => lapin::ExchangeKind::Custom(self.type_name().to_owned()),
+            Self::Direct => lapin::ExchangeKind::Direct,
+            Self::Fanout => lapin::ExchangeKind::Fanout,
+        }
+    }
+}
+
+/// What can go wrong declaring or binding an exchange.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The broker does not know the exchange type: its plugin is not enabled. Retrying
+    /// cannot help (the broker closed the connection).
+    #[error(
+        "the broker does not know the exchange type `{kind}` (declaring {exchange}): enable \
+         the plugin on every broker node with `rabbitmq-plugins enable {plugin}` (it is \
+         bundled with RabbitMQ)"
+    )]
+    UnknownType {
+        exchange: String,
+        kind: &'static str,
+        plugin: &'static str,
+    },
+    /// Any other failure, as the rest of the crate reports it (a lost connection is
+    /// retried by the caller).
+    #[error("declaring or binding exchange {exchange}")]
+    Broker {
+        exchange: String,
+        #[source]
+        source: BrokerError,
+    },
+}
+
+/// Whether `error` is the broker refusing an exchange type it does not know.
+fn is_unknown_exchange_type(error: &lapin::Error) -> bool {
+    use lapin::protocol::{AMQPErrorKind, AMQPHardError};
+    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp)
+        if matches!(amqp.kind(), AMQPErrorKind::Hard(AMQPHardError::COMMANDINVALID))
+            && amqp.get_message().as_str().contains("unknown exchange type"))
+}
+
+impl ExchangeError {
+    fn broker(exchange: &str, source: lapin::Error) -> Self {
+        Self::Broker {
+            exchange: exchange.to_owned(),
+            source: source.into(),
+        }
+    }
+}
+
+impl Broker {
+    /// Declares a durable exchange of `kind` (or accepts the same one existing).
+    pub async fn declare_exchange(
+        &self,
+        exchange: &str,
+        kind: ExchangeKind,
+    ) -> Result<(), ExchangeError> {
+        let failed = |source: lapin::Error| {
+            if kind == ExchangeKind::ConsistentHash && is_unknown_exchange_type(&source) {
+                ExchangeError::UnknownType {
+                    exchange: exchange.to_owned(),
+                    kind: kind.type_name(),
+                    plugin: CONSISTENT_HASH_PLUGIN,
+                }
+            } else {
+                ExchangeError::broker(exchange, source)
+            }
+        };
+        let channel = self.connection().create_channel().await.map_err(failed)?;
+        let durable = ExchangeDeclareOptions {
+            durable: true,
+            ..ExchangeDeclareOptions::default()
+        };
+        let declared = channel
+            .exchange_declare(
+                exchange.into(),
+                kind.lapin_kind(),
+                durable,
+                kind.arguments(),
+            )
+            .await;
+        close(channel, declared.map_err(failed)).await
+    }
+
+    /// Binds `queue` to `exchange` with `routing_key` (for a consistent-hash exchange: the
+    /// weight, e.g. `"1"`). Binding twice is one binding.
+    pub async fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+    ) -> Result<(), ExchangeError> {
+        let failed = |source| ExchangeError::broker(exchange, source);
+        let channel = self.connection().create_channel().await.map_err(failed)?;
+        let (options, arguments) = (QueueBindOptions::default(), FieldTable::default());
+        let bound = channel
+            .queue_bind(
+                queue.into(),
+                exchange.into(),
+                routing_key.into(),
+                options,
+                arguments,
+            )
+            .await;
+        close(channel, bound.map_err(failed)).await
+    }
+
+    /// Binds the exchange `destination` to `source` with `routing_key`: what reaches
+    /// `source` and matches goes on through `destination`'s own routing.
+    pub async fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+    ) -> Result<(), ExchangeError> {
+        let failed = |error| ExchangeError::broker(source, error);
+        let channel = self.connection().create_channel().await.map_err(failed)?;
+        let (options, arguments) = (ExchangeBindOptions::default(), FieldTable::default());
+        let bound = channel
+            .exchange_bind(
+                destination.into(),
+                source.into(),
+                routing_key.into(),
+                options,
+                arguments,
+            )
+            .await;
+        close(channel, bound.map_err(failed)).await
+    }
+}
+
+/// Closes a declaration channel and passes `outcome` on: a failure to close changes
+/// nothing that was declared, and a refused declaration closed the channel already.
+async fn close(
+    channel: lapin::Channel,
+    outcome: Result<(), ExchangeError>,
+) -> Result<(), ExchangeError> {
+    if outcome.is_ok() {
+        let _ = channel.close(200, "declared".into()).await;
+    }
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPHardError, AMQPSoftError};
+
+    fn amqp(kind: AMQPErrorKind, text: &str) -> lapin::Error {
+        lapin::ErrorKind::ProtocolError(AMQPError::new(kind, text.into())).into()
+    }
+
+    #[test]
+    fn an_unknown_exchange_type_is_told_apart() {
+        let unknown = amqp(
+            AMQPErrorKind::Hard(AMQPHardError::COMMANDINVALID),
+            "COMMAND_INVALID - unknown exchange type 'x-consistent-hash'",
+        );
+        assert!(is_unknown_exchange_type(&unknown));
+        let other = amqp(
+            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED),
+            "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'shards'",
+        );
+        assert!(!is_unknown_exchange_type(&other));
+        let text = ExchangeError::UnknownType {
+            exchange: "run42.shards".into(),
+            kind: ExchangeKind::ConsistentHash.type_name(),
+            plugin: CONSISTENT_HASH_PLUGIN,
+        }
+        .to_string();
+        assert!(
+            text.contains("rabbitmq-plugins enable rabbitmq_consistent_hash_exchange")
+                && text.contains("x-consistent-hash"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn only_the_consistent_hash_exchange_hashes_the_message_id() {
+        let arguments = ExchangeKind::ConsistentHash.arguments();
+        assert_eq!(
+            arguments.inner().get("hash-property"),
+            Some(&AMQPValue::LongString("message_id".into()))
+        );
+        assert!(ExchangeKind::Direct.arguments().inner().is_empty());
+        assert!(ExchangeKind::Fanout.arguments().inner().is_empty());
+    }
+}
