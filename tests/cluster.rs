@@ -11,8 +11,9 @@
 
 mod common;
 
-use common::{MINUTE, Pipeline, TestBroker, assert_exactly_the_confirmed_items, broker, skip};
-use std::path::Path;
+use common::{
+    MINUTE, Pipeline, TestBroker, assert_exactly_the_confirmed_items, broker, run_script, skip,
+};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -32,21 +33,8 @@ fn cluster() -> Option<&'static str> {
         if std::env::var("NNMON_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
             return Err("NNMON_SKIP_BROKER_TESTS=1".into());
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cluster");
         let started = Instant::now();
-        let output = Command::new(&script)
-            .arg("start")
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        let stdout = String::from_utf8_lossy(&output.stdout);
-        if !output.status.success() {
-            return Err(format!(
-                "{} start failed ({}):\n{stdout}{}",
-                script.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
+        let stdout = run_script("cluster", &["start".as_ref()])?;
         eprintln!(
             "cluster ready in {:.1} s: {}",
             started.elapsed().as_secs_f64(),

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{MINUTE, Pipeline, assert_exactly_the_confirmed_items, skip};
+use common::{MINUTE, Pipeline, assert_exactly_the_confirmed_items, run_script, skip};
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::{Connection, ConnectionProperties};
 use std::net::TcpListener;
@@ -86,27 +86,12 @@ fn node() -> Option<&'static TlsNode> {
             return Err("NNMON_SKIP_BROKER_TESTS=1".into());
         }
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("tls-broker");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tls-broker");
         let started = Instant::now();
-        let output = Command::new(&script)
-            .arg("start")
-            .arg(&dir)
-            .output()
-            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-        if !output.status.success() {
-            return Err(format!(
-                "{} start {} failed ({}):\n{}{}",
-                script.display(),
-                dir.display(),
-                output.status,
-                String::from_utf8_lossy(&output.stdout),
-                String::from_utf8_lossy(&output.stderr)
-            ));
-        }
+        let stdout = run_script("tls-broker", &["start".as_ref(), dir.as_os_str()])?;
         eprintln!(
             "TLS node ready in {:.1} s: {}",
             started.elapsed().as_secs_f64(),
-            String::from_utf8_lossy(&output.stdout).trim()
+            stdout.trim()
         );
         let node = TlsNode {
             certs: dir.join("certs"),

@@ -137,6 +137,26 @@ pub fn host_rabbitmqctl(args: &[&str]) -> bool {
 
 pub const MINUTE: Duration = Duration::from_secs(60);
 
+/// Runs `scripts/<name> <args>` of this checkout (a broker of its own beside the system
+/// one: the TLS node, the cluster), returning its stdout, or why it failed.
+pub fn run_script(name: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name);
+    let output = Command::new(&script)
+        .args(args)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        return Err(format!(
+            "{} failed ({}):\n{stdout}{}",
+            script.display(),
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(stdout)
+}
+
 /// A TCP port nothing listens on right now, for a service's HTTP endpoint.
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
