@@ -140,7 +140,9 @@ pub const MINUTE: Duration = Duration::from_secs(60);
 /// Runs `scripts/<name> <args>` of this checkout (a broker of its own beside the system
 /// one: the TLS node, the cluster), returning its stdout, or why it failed.
 pub fn run_script(name: &str, args: &[&std::ffi::OsStr]) -> Result<String, String> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts").join(name);
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scripts")
+        .join(name);
     let output = Command::new(&script)
         .args(args)
         .output()
