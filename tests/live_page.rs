@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{MINUTE, Pipeline, broker, skip};
+use common::{MINUTE, Pipeline, api_summary, broker, skip};
 use std::collections::{HashMap, HashSet};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -90,17 +90,6 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-/// `/api/summary`, parsed; `None` while the server is not answering yet.
-fn summary(base: &str) -> Option<serde_json::Value> {
-    let body = ureq::get(&format!("{base}/api/summary"))
-        .call()
-        .ok()?
-        .body_mut()
-        .read_to_string()
-        .ok()?;
-    serde_json::from_str(&body).ok()
-}
-
 fn field(summary: &serde_json::Value, name: &str) -> u64 {
     summary[name]
         .as_u64()
@@ -172,7 +161,7 @@ async fn the_live_page_shows_the_rows_growing_and_matching_the_api() {
     let mut api_rows: HashMap<u64, u64> = HashMap::new();
     let deadline = Instant::now() + WATCH_AT_MOST;
     let (log, shown) = loop {
-        if let Some(s) = summary(&base) {
+        if let Some(s) = api_summary(&base) {
             api_rows.insert(field(&s, "updated_ms"), field(&s, "rows"));
         }
         let log = std::fs::read_to_string(&console).unwrap_or_default();
@@ -216,7 +205,7 @@ async fn the_live_page_shows_the_rows_growing_and_matching_the_api() {
     let rows = pipeline.wait_for_rows(ITEMS, 2 * MINUTE).await.len() as u64;
     let deadline = Instant::now() + MINUTE;
     let api = loop {
-        match summary(&base) {
+        match api_summary(&base) {
             Some(s) if field(&s, "rows") == rows => break s,
             _ if Instant::now() > deadline => panic!("/api/summary never reached {rows} rows"),
             _ => tokio::time::sleep(Duration::from_millis(200)).await,

@@ -11,21 +11,24 @@
 //! (`--join-max-pending`), that side is not read until the other catches up: its messages
 //! wait in the broker, which is the buffer, instead of in memory (see `nnmon_join`).
 
+mod feed;
 mod ledger;
 mod lock;
 mod monitor;
 
 use crate::cli::MetricArgs;
-use crate::services::{PoisonCounter, dead_letter, declare_topology, now_ms};
+use crate::services::{PoisonCounter, Topology, dead_letter, now_ms};
 use crate::supervisor::supervise;
 use crate::telemetry::{StatusClock, Telemetry};
 use anyhow::{Context, Result, bail};
+use feed::{FeedSession, RowFeed};
 use lock::DirLock;
 use monitor::Monitor;
 use nnmon_broker::{Broker, Delivery, Inbox, Publisher};
 use nnmon_join::{Half, JoinLimits, Side};
 use nnmon_observe::Counter;
-use nnmon_proto::{QueueNames, ValueMessage};
+use nnmon_proto::ValueMessage;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -34,8 +37,16 @@ use tracing::{info, warn};
 /// when no traffic comes (and progress is reported when due).
 const EVICTION_TICK: Duration = Duration::from_secs(1);
 
+pub use feed::{OFFSET_FILE, STATUS_TYPE, ShardStatus};
 pub use ledger::{Ledger, METRIC_HEADER, METRIC_LOG, ORPHANS_LOG, PENDING_JOURNAL, row_record};
 pub use lock::LOCK_FILE;
+
+/// Where metric shard `shard` keeps its files with `--shards` above 1: a folder of its own
+/// under `--log-dir` (`shard-0`, `shard-1`…), so that its log, journal, orphans, lock and
+/// status are its alone, and shards on one machine may share a `--log-dir`.
+pub fn shard_dir(log_dir: &Path, shard: u16) -> PathBuf {
+    log_dir.join(format!("shard-{shard}"))
+}
 
 pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
     let limits = JoinLimits {
@@ -54,7 +65,13 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
             args.broker.prefetch
         );
     }
-    let log_dir = args.logs.log_dir.clone();
+    let shard = args.shard.shard;
+    let topology = Topology::new(&args.broker.queue_prefix, args.shard.shards);
+    let files = match &topology.shards {
+        Some(_) => shard_dir(&args.logs.log_dir, shard),
+        None => args.logs.log_dir.clone(),
+    };
+    let log_dir = files.clone();
     let lock = DirLock::acquire(&log_dir)?;
     // Reading the logs blocks, so it runs off the event loop (signals are watched on a
     // thread of their own). It reads only their ends: it is awaited even after a signal,
@@ -67,38 +84,51 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
     }
     let telemetry =
         Telemetry::start(nnmon_observe::Service::Metric, &args.observe, &cancel).await?;
-    let queues = QueueNames::with_prefix(&args.broker.queue_prefix);
+    let queues = &topology.queues;
+    let (y_true, y_pred) = topology.metric_inputs(shard);
     let prefetch = args.broker.prefetch;
     let mut poison = PoisonCounter::new(telemetry.metrics.clone());
-    let mut backpressure = Backpressure::new(&queues);
+    let mut backpressure = Backpressure::new([y_true.clone(), y_pred.clone()]);
     let mut monitor = Monitor::new(
         telemetry.clone(),
         args.window as usize,
         StatusClock::new(args.observe.status_interval),
-        &args.logs.log_dir,
+        &files,
     );
     let consumed = [
-        telemetry.metrics.consumed(&queues.y_true),
-        telemetry.metrics.consumed(&queues.y_pred),
+        telemetry.metrics.consumed(&y_true),
+        telemetry.metrics.consumed(&y_pred),
     ];
+    // Sharded, the rows also go to the view of all shards (see `feed`).
+    let mut feed = match &topology.shards {
+        Some(names) => Some(RowFeed::open(&files, METRIC_LOG, shard, &names.rows)?),
+        None => None,
+    };
+    if topology.shards.is_some() {
+        info!(shard, shards = args.shard.shards, %y_true, %y_pred, files = %files.display(), "metric shard");
+    }
     supervise(
         "nnmon-metric",
         &args.broker.amqp_url,
         &cancel,
         &telemetry,
         async |broker: &Broker| {
-            declare_topology(broker, &queues, args.broker.queue_type).await?;
+            topology.declare(broker, args.broker.queue_type).await?;
             let mut session = Session {
                 dead_letters: broker.publisher::<()>(usize::from(prefetch)).await?,
-                queues: &queues,
+                queues,
                 ledger: &mut ledger,
                 poison: &mut poison,
                 monitor: &mut monitor,
                 consumed: &consumed,
                 dead_letters_published: telemetry.metrics.published(&queues.dead_letter),
             };
-            let mut truths = broker.inbox(&queues.y_true, prefetch).await?;
-            let mut predictions = broker.inbox(&queues.y_pred, prefetch).await?;
+            let mut truths = broker.inbox(&y_true, prefetch).await?;
+            let mut predictions = broker.inbox(&y_pred, prefetch).await?;
+            let mut rows_out = match feed.as_mut() {
+                Some(feed) => Some(FeedSession::start(feed, broker, usize::from(prefetch)).await?),
+                None => None,
+            };
             telemetry.health.set(true);
             let mut tick = tokio::time::interval(
                 EVICTION_TICK.min(args.join_ttl.max(Duration::from_millis(50))),
@@ -113,7 +143,10 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
                         session.ledger.evict(now_ms())?;
                         session.ledger.flush()?;
                         session.monitor.observe(session.ledger.take_events());
-                        session.monitor.report(session.ledger, session.poison, false)?;
+                        let status = session.monitor.report(session.ledger, session.poison, false)?;
+                        if let (Some(rows_out), Some(status)) = (rows_out.as_mut(), status) {
+                            rows_out.publish_status(status).await?;
+                        }
                     }
                     batch = truths.next_batch(), if take_truths => {
                         session.settle(Side::Truth, &truths, batch?).await?;
@@ -121,10 +154,17 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
                     batch = predictions.next_batch(), if take_predictions => {
                         session.settle(Side::Prediction, &predictions, batch?).await?;
                     }
+                    confirmed = rows_confirmed(&mut rows_out), if rows_out.as_ref().is_some_and(FeedSession::is_waiting) => confirmed?,
+                }
+                if let Some(rows_out) = rows_out.as_mut() {
+                    rows_out.publish_new().await?;
                 }
             }
             truths.close().await?;
             predictions.close().await?;
+            if let Some(rows_out) = rows_out {
+                rows_out.finish().await?;
+            }
             session.dead_letters.close().await?;
             Ok(())
         },
@@ -137,10 +177,18 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
     Ok(())
 }
 
+/// The next confirm of the rows' feed, if there is one.
+async fn rows_confirmed(rows_out: &mut Option<FeedSession<'_>>) -> Result<()> {
+    match rows_out {
+        Some(rows_out) => rows_out.confirmed().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// What one broker session of the metric works with.
 struct Session<'a> {
     dead_letters: Publisher<()>,
-    queues: &'a QueueNames,
+    queues: &'a nnmon_proto::QueueNames,
     ledger: &'a mut Ledger,
     poison: &'a mut PoisonCounter,
     monitor: &'a mut Monitor,
@@ -196,9 +244,10 @@ struct Backpressure {
 const NOTICE_EVERY: Duration = Duration::from_secs(30);
 
 impl Backpressure {
-    fn new(queues: &QueueNames) -> Self {
+    /// For the queues of true values and of predictions.
+    fn new(names: [String; 2]) -> Self {
         Self {
-            names: [queues.y_true.clone(), queues.y_pred.clone()],
+            names,
             paused: [false; 2],
             announced: [None; 2],
             unannounced: [0; 2],

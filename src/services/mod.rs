@@ -9,7 +9,10 @@ pub mod features;
 pub mod metric;
 pub mod model;
 pub mod plot;
+pub mod topology;
 pub mod train;
+
+pub use topology::Topology;
 
 use anyhow::{Context, Result};
 use nnmon_broker::{AMQPValue, Broker, Delivery, LongString, Publisher, QueueType, ShortString};

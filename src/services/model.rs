@@ -12,14 +12,14 @@
 //! `plot`'s page.
 
 use crate::cli::ModelArgs;
-use crate::services::{PoisonCounter, dead_letter, declare_topology, now_ms};
+use crate::services::{PoisonCounter, Topology, dead_letter, now_ms};
 use crate::supervisor::supervise;
 use crate::telemetry::{StatusClock, Telemetry, write_json_atomically};
 use anyhow::{Context, Result};
 use nnmon_broker::{Acker, BasicAckOptions, Broker, Delivery, Publisher, message_properties};
 use nnmon_model::{LinearModel, diabetes};
 use nnmon_observe::{Counter, FeatureLabels};
-use nnmon_proto::{DecodeError, FEATURE_COUNT, FeaturesMessage, QueueNames, ValueMessage};
+use nnmon_proto::{DecodeError, FEATURE_COUNT, FeaturesMessage, ValueMessage};
 use nnmon_stats::{
     DIABETES_FEATURE_NAMES, FEATURE_DRIFT_FILE, FeatureDrift, FeatureDriftConfig,
     FeatureDriftReport,
@@ -39,7 +39,7 @@ struct Settled {
 /// Everything a delivery goes through, kept across reconnections.
 struct Predictor {
     model: LinearModel,
-    queues: QueueNames,
+    topology: Topology,
     poison: PoisonCounter,
     drift: FeatureDrift,
     telemetry: Telemetry,
@@ -65,7 +65,8 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
     std::fs::create_dir_all(log_dir)
         .with_context(|| format!("creating the log folder {}", log_dir.display()))?;
     let telemetry = Telemetry::start(nnmon_observe::Service::Model, &args.observe, &cancel).await?;
-    let queues = QueueNames::with_prefix(&args.broker.queue_prefix);
+    let topology = Topology::new(&args.broker.queue_prefix, args.shards.shards);
+    let queues = &topology.queues;
     let reference: Vec<_> = diabetes().iter().map(|sample| sample.features).collect();
     let drift = FeatureDrift::new(
         &reference,
@@ -81,7 +82,7 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
         consumed: telemetry.metrics.consumed(&queues.features),
         published: telemetry.metrics.published(&queues.y_pred),
         dead_letters_published: telemetry.metrics.published(&queues.dead_letter),
-        queues,
+        topology,
         drift,
         telemetry: telemetry.clone(),
         drift_file: log_dir.join(FEATURE_DRIFT_FILE),
@@ -95,8 +96,9 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
         &cancel,
         &telemetry,
         async |broker: &Broker| {
-            let queues = &predictor.queues;
-            declare_topology(broker, queues, args.broker.queue_type).await?;
+            let topology = &predictor.topology;
+            topology.declare(broker, args.broker.queue_type).await?;
+            let queues = &topology.queues;
             let mut publisher = broker.publisher::<Settled>(usize::from(prefetch)).await?;
             let mut inbox = broker.inbox(&queues.features, prefetch).await?;
             telemetry.health.set(true);
@@ -157,8 +159,9 @@ impl Predictor {
             acker: delivery.acker,
             features: Some(message.features),
         };
-        publisher
-            .publish(&self.queues.y_pred, &body, properties, settled)
+        let y_pred = &self.topology.queues.y_pred;
+        self.topology
+            .publish_half(publisher, y_pred, &body, properties, settled)
             .await?;
         Ok(())
     }
@@ -169,12 +172,12 @@ impl Predictor {
         delivery: Delivery,
         error: DecodeError,
     ) -> Result<()> {
-        self.poison.record(&self.queues.features, &error);
+        self.poison.record(&self.topology.queues.features, &error);
         let settled = Settled {
             acker: delivery.acker.clone(),
             features: None,
         };
-        dead_letter(publisher, &self.queues, &delivery, &error, settled).await
+        dead_letter(publisher, &self.topology.queues, &delivery, &error, settled).await
     }
 
     /// Acks, in one frame, the features messages whose outputs were confirmed, and feeds

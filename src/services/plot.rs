@@ -1,4 +1,7 @@
 //! `nnmon plot`: follows `<log-dir>/metric_log.csv` and shows how the model is doing.
+//! With `--shards N` > 1 it follows `<log-dir>/all_shards_log.csv` instead, which its
+//! [`collector`] fills with the rows every shard publishes over the broker: the view of
+//! all shards, which also says how many of them sent rows.
 //!
 //! At every interval it reads only the rows appended since the last refresh (never a
 //! half-written row), updates the statistics ([`nnmon_stats::ErrorStats`]: the last
@@ -8,18 +11,22 @@
 //! the live page ([`http`]), which the same refresh updates through server-sent events.
 //!
 //! # Layout
+//! - [`collector`]: the rows of every shard, from the broker into one local log.
 //! - [`monitor`]: the [`Monitor`] that reads the log and status files and answers the
 //!   [`Summary`](monitor::Summary).
 //! - [`http`]: the page, `/api/summary`, `/events` and `/error_distribution.png`.
 
+pub mod collector;
 pub mod http;
 pub mod monitor;
 
 use crate::cli::PlotArgs;
+use crate::services::Topology;
 use crate::telemetry::write_atomically;
 use crate::telemetry::{StatusClock, Telemetry};
 use anyhow::{Context, Result};
 use axum::body::Bytes;
+use collector::Collector;
 pub use monitor::Monitor;
 use monitor::Summary;
 use nnmon_observe::Service;
@@ -71,18 +78,61 @@ pub async fn run(args: PlotArgs, cancel: CancellationToken) -> Result<()> {
         chart: log_dir.join(CHART_FILE),
         summary: log_dir.join(SUMMARY_FILE),
     });
+    // Stops the page server, the refresh loop and the collector together: at a signal,
+    // after `--once`, or when one of them fails.
+    let stop = cancel.child_token();
     let (latest, receiver) = watch::channel(Arc::new(http::Snapshot::default()));
     let server = match args.http {
-        Some(addr) => Some(http::serve(addr, receiver, cancel.clone()).await?),
+        Some(addr) => Some(http::serve(addr, receiver, stop.clone()).await?),
         None => None,
     };
-    // No broker: plot is healthy while it reads its log and writes its outputs.
+    let page = Page { latest, server };
     let telemetry = Telemetry::start(Service::Plot, &args.observe, &cancel).await?;
+    let topology = Topology::new(&args.broker.queue_prefix, args.shards.shards);
+    let window = args.window as usize;
+    let Some(shards) = &topology.shards else {
+        // No broker: plot is healthy while it reads its log and writes its outputs.
+        let monitor = Monitor::new(log_dir, window);
+        return follow(&args, monitor, &outputs, page, &telemetry, &stop).await;
+    };
+    let collector = Collector::open(log_dir, shards.count())?;
+    let monitor = Monitor::of_all_shards(log_dir, window, shards.count());
+    // Healthy while the collector is connected and consuming.
+    let collecting = async {
+        let collected = collector::run(&args, &topology, collector, &telemetry, &stop).await;
+        stop.cancel();
+        collected
+    };
+    let following = async {
+        let followed = follow(&args, monitor, &outputs, page, &telemetry, &stop).await;
+        stop.cancel();
+        followed
+    };
+    tokio::try_join!(collecting, following)?;
+    Ok(())
+}
+
+/// The live page: where refreshes go, and its server if `--http` asked for one.
+struct Page {
+    latest: watch::Sender<Arc<http::Snapshot>>,
+    server: Option<tokio::task::JoinHandle<Result<()>>>,
+}
+
+/// Refreshes from `monitor`'s log every interval until `cancel` fires (or once), then
+/// stops the page's server.
+async fn follow(
+    args: &PlotArgs,
+    mut monitor: Monitor,
+    outputs: &Arc<Outputs>,
+    page: Page,
+    telemetry: &Telemetry,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let sharded = args.shards.shards > 1;
     let mut status = StatusClock::new(args.observe.status_interval);
-    let mut monitor = Monitor::new(log_dir, args.window as usize);
     loop {
         // Reading a long log takes seconds: off the runtime, so the page stays responsive.
-        let outputs_for_refresh = Arc::clone(&outputs);
+        let outputs_for_refresh = Arc::clone(outputs);
         let (returned, result) = tokio::task::spawn_blocking(move || {
             let result = refresh(&mut monitor, &outputs_for_refresh);
             (monitor, result)
@@ -97,8 +147,10 @@ pub async fn run(args: PlotArgs, cancel: CancellationToken) -> Result<()> {
                 return Err(error);
             }
         };
-        telemetry.health.set(true);
-        latest.send_replace(Arc::new(snapshot));
+        if !sharded {
+            telemetry.health.set(true);
+        }
+        page.latest.send_replace(Arc::new(snapshot));
         debug!(rows = summary.rows, new_rows, "refreshed");
         if let Some(rate) = status.due(summary.rows, false) {
             let quality = match &summary.window {
@@ -108,7 +160,14 @@ pub async fn run(args: PlotArgs, cancel: CancellationToken) -> Result<()> {
                 ),
                 None => "no rows yet".to_owned(),
             };
-            info!("{} rows in the log ({rate:.0}/s); {quality}", summary.rows);
+            let from = match &summary.shards {
+                Some(s) => format!(" from {} of {} shards", s.reported, s.shards),
+                None => String::new(),
+            };
+            info!(
+                "{} rows in the log{from} ({rate:.0}/s); {quality}",
+                summary.rows
+            );
         }
         if args.once {
             info!(rows = summary.rows, path = %outputs.chart.display(), "chart written");
@@ -119,7 +178,7 @@ pub async fn run(args: PlotArgs, cancel: CancellationToken) -> Result<()> {
             () = cancel.cancelled() => break,
         }
     }
-    if let Some(server) = server {
+    if let Some(server) = page.server {
         cancel.cancel();
         server.await.context("the page server panicked")??;
     }

@@ -3,11 +3,12 @@
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
 use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
+    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions,
+    QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
-use nnmon_proto::QueueNames;
+use nnmon_proto::{QueueNames, ShardNames};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -90,31 +91,49 @@ impl TestBroker {
         let Some(container) = &self._container else {
             return host_rabbitmqctl(args);
         };
-        let command = ExecCommand::new(std::iter::once("rabbitmqctl").chain(args.iter().copied()))
-            .with_cmd_ready_condition(CmdWaitFor::exit());
-        let mut exec = match container.exec(command).await {
-            Ok(exec) => exec,
-            Err(e) => {
-                eprintln!(
-                    "rabbitmqctl {}: exec in the container failed: {e}",
-                    args.join(" ")
-                );
-                return false;
-            }
-        };
-        match exec.exit_code().await {
-            Ok(Some(0)) => true,
-            code => {
-                let stdout = exec.stdout_to_vec().await.unwrap_or_default();
-                let stderr = exec.stderr_to_vec().await.unwrap_or_default();
-                eprintln!(
-                    "rabbitmqctl {} in the container: exit code {code:?}\n{}{}",
-                    args.join(" "),
-                    String::from_utf8_lossy(&stdout),
-                    String::from_utf8_lossy(&stderr)
-                );
-                false
-            }
+        exec_in(container, "rabbitmqctl", args).await
+    }
+
+    /// Enables the consistent-hash exchange (`--shards N`) in this test's container. A
+    /// broker named by `AMQP_URL` must have it already (`scripts/ensure-broker` enables it
+    /// on a local one).
+    pub async fn enable_consistent_hash(&self) {
+        if let Some(container) = &self._container {
+            let plugin = ["enable", "rabbitmq_consistent_hash_exchange"];
+            assert!(
+                exec_in(container, "rabbitmq-plugins", &plugin).await,
+                "enabling the consistent-hash exchange in the container"
+            );
+        }
+    }
+}
+
+/// Runs `program args` in `container`; `true` only when it exited 0 (else says why).
+async fn exec_in(container: &ContainerAsync<RabbitMq>, program: &str, args: &[&str]) -> bool {
+    let command = ExecCommand::new(std::iter::once(program).chain(args.iter().copied()))
+        .with_cmd_ready_condition(CmdWaitFor::exit());
+    let mut exec = match container.exec(command).await {
+        Ok(exec) => exec,
+        Err(e) => {
+            eprintln!(
+                "{program} {}: exec in the container failed: {e}",
+                args.join(" ")
+            );
+            return false;
+        }
+    };
+    match exec.exit_code().await {
+        Ok(Some(0)) => true,
+        code => {
+            let stdout = exec.stdout_to_vec().await.unwrap_or_default();
+            let stderr = exec.stderr_to_vec().await.unwrap_or_default();
+            eprintln!(
+                "{program} {} in the container: exit code {code:?}\n{}{}",
+                args.join(" "),
+                String::from_utf8_lossy(&stdout),
+                String::from_utf8_lossy(&stderr)
+            );
+            false
         }
     }
 }
@@ -222,6 +241,8 @@ pub struct Pipeline {
     pub url: String,
     pub prefix: String,
     pub queues: QueueNames,
+    /// The sharded topology's names, once [`use_shards`](Self::use_shards) asked for one.
+    pub shards: Option<ShardNames>,
     log_dir: tempfile::TempDir,
     children: Vec<(String, Child)>,
     /// Extra environment of every service started from now on.
@@ -234,6 +255,7 @@ impl Pipeline {
         Self {
             url: broker.url.clone(),
             queues: QueueNames::with_prefix(&prefix),
+            shards: None,
             prefix,
             log_dir: tempfile::tempdir().expect("tempdir"),
             children: Vec::new(),
@@ -245,6 +267,20 @@ impl Pipeline {
     /// environment twin, say).
     pub fn set_env(&mut self, key: &str, value: &str) {
         self.env.push((key.to_owned(), value.to_owned()));
+    }
+
+    /// Runs every service started from now on with `--shards count` (`NNMON_SHARDS`); the
+    /// sharded queues and exchanges are deleted with the pipeline.
+    pub fn use_shards(&mut self, count: u16) {
+        self.set_env("NNMON_SHARDS", &count.to_string());
+        self.shards = Some(ShardNames::new(&self.prefix, count));
+    }
+
+    /// `metric_log.csv` of metric shard `shard` (in its folder `<log-dir>/shard-I`).
+    pub fn shard_log(&self, shard: u16) -> PathBuf {
+        self.log_dir()
+            .join(format!("shard-{shard}"))
+            .join("metric_log.csv")
     }
 
     pub fn log_dir(&self) -> &Path {
@@ -463,26 +499,7 @@ impl Pipeline {
 
     /// The rows of `metric_log.csv` so far (complete lines only).
     pub fn rows(&self) -> Vec<Row> {
-        let text = std::fs::read_to_string(self.metric_log()).unwrap_or_default();
-        let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
-        csv::Reader::from_reader(complete.as_bytes())
-            .records()
-            .map(|record| {
-                let record = record.expect("a CSV row");
-                let float = |i: usize| {
-                    record[i]
-                        .parse::<f64>()
-                        .unwrap_or_else(|_| panic!("bad float in {record:?}"))
-                };
-                Row {
-                    id: record[0].to_owned(),
-                    y_true: float(1),
-                    y_pred: float(2),
-                    absolute_error: float(3),
-                    latency_us: record.get(4).and_then(|f| f.parse().ok()),
-                }
-            })
-            .collect()
+        rows_of(&self.metric_log())
     }
 
     /// Waits until `metric_log.csv` holds at least `count` rows.
@@ -509,6 +526,42 @@ impl Pipeline {
     pub async fn connect(&self) -> Connection {
         connect_any(&self.url).await.expect("connect")
     }
+}
+
+/// The rows of a metric log (`metric_log.csv` or a shard's) so far (complete lines only).
+pub fn rows_of(log: &Path) -> Vec<Row> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let complete = text.rfind('\n').map_or("", |end| &text[..=end]);
+    csv::Reader::from_reader(complete.as_bytes())
+        .records()
+        .map(|record| {
+            let record = record.expect("a CSV row");
+            let float = |i: usize| {
+                record[i]
+                    .parse::<f64>()
+                    .unwrap_or_else(|_| panic!("bad float in {record:?}"))
+            };
+            Row {
+                id: record[0].to_owned(),
+                y_true: float(1),
+                y_pred: float(2),
+                absolute_error: float(3),
+                latency_us: record.get(4).and_then(|f| f.parse().ok()),
+            }
+        })
+        .collect()
+}
+
+/// `plot`'s `/api/summary` at `base` (`http://host:port`), parsed; `None` while the server
+/// is not answering yet (or has nothing to show yet).
+pub fn api_summary(base: &str) -> Option<serde_json::Value> {
+    let body = ureq::get(&format!("{base}/api/summary"))
+        .call()
+        .ok()?
+        .body_mut()
+        .read_to_string()
+        .ok()?;
+    serde_json::from_str(&body).ok()
 }
 
 /// A connection to the first broker of `urls` (one URL, or a comma-separated list) that
@@ -598,7 +651,7 @@ async fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
     }
 }
 
-async fn delete_queues(url: String, queues: Vec<String>) {
+async fn delete_queues(url: String, queues: Vec<String>, exchanges: Vec<String>) {
     let Ok(connection) = connect_any(&url).await else {
         return;
     };
@@ -606,6 +659,13 @@ async fn delete_queues(url: String, queues: Vec<String>) {
         if let Ok(channel) = connection.create_channel().await {
             let _ = channel
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                .await;
+        }
+    }
+    for exchange in exchanges {
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel
+                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
                 .await;
         }
     }
@@ -620,13 +680,18 @@ impl Drop for Pipeline {
         }
         // Runs on its own thread and runtime: Drop cannot await, and may run inside a test's runtime.
         let url = self.url.clone();
-        let queues: Vec<String> = self.queues.all().iter().map(|q| q.to_string()).collect();
+        let mut queues: Vec<String> = self.queues.all().iter().map(|q| q.to_string()).collect();
+        let mut exchanges = Vec::new();
+        if let Some(shards) = &self.shards {
+            queues.extend(shards.queues());
+            exchanges = shards.exchanges();
+        }
         let _ = std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                runtime.block_on(delete_queues(url, queues));
+                runtime.block_on(delete_queues(url, queues, exchanges));
             }
         })
         .join();

@@ -93,8 +93,13 @@ impl Monitor {
     }
 
     /// Updates the gauges (every call), and the status file and the progress line when
-    /// due (or `last`).
-    pub fn report(&mut self, ledger: &Ledger, poison: &PoisonCounter, last: bool) -> Result<()> {
+    /// due (or `last`); returns the status when it was due.
+    pub fn report(
+        &mut self,
+        ledger: &Ledger,
+        poison: &PoisonCounter,
+        last: bool,
+    ) -> Result<Option<MetricStatus>> {
         let counts = ledger.counts();
         let metrics = &self.telemetry.metrics;
         for (side, waiting) in [
@@ -117,25 +122,23 @@ impl Monitor {
             metrics.window_r2.set(window.r2.unwrap_or(f64::NAN));
         }
         let Some(rate) = self.clock.due(counts.rows, last) else {
-            return Ok(());
+            return Ok(None);
+        };
+        let status = MetricStatus {
+            updated_ms: now_ms(),
+            rows: counts.rows,
+            duplicates: counts.duplicates,
+            orphans: counts.orphans,
+            waiting_truths: counts.waiting_truths as u64,
+            waiting_predictions: counts.waiting_predictions as u64,
+            dead_lettered: poison.total(),
+            error_drift: ErrorDriftScore {
+                alarm: self.drift.alarm(),
+                score: self.drift.score(),
+            },
         };
         // The page's copy: failing to write it must not stop the join.
-        let written = write_json_atomically(
-            &self.status_file,
-            &MetricStatus {
-                updated_ms: now_ms(),
-                rows: counts.rows,
-                duplicates: counts.duplicates,
-                orphans: counts.orphans,
-                waiting_truths: counts.waiting_truths as u64,
-                waiting_predictions: counts.waiting_predictions as u64,
-                dead_lettered: poison.total(),
-                error_drift: ErrorDriftScore {
-                    alarm: self.drift.alarm(),
-                    score: self.drift.score(),
-                },
-            },
-        );
+        let written = write_json_atomically(&self.status_file, &status);
         if let Err(error) = written {
             warn!("{error:#}");
         }
@@ -164,6 +167,6 @@ impl Monitor {
             counts.duplicates,
             poison.total()
         );
-        Ok(())
+        Ok(Some(status))
     }
 }

@@ -63,6 +63,34 @@ pub struct Summary {
     pub feature_drift: Option<FeatureDriftReport>,
     /// `metric`'s join health and error alarm; `None`: not reported yet.
     pub metric: Option<MetricStatus>,
+    /// With `--shards N` > 1: how many shards were heard from. Absent with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards: Option<ShardsSummary>,
+}
+
+/// Which shards of a sharded pipeline were heard from, and how its rows are spread.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardsSummary {
+    /// `--shards`: how many there are.
+    pub shards: u16,
+    /// How many sent a row or a status.
+    pub reported: u16,
+    /// Rows from each shard, by shard number.
+    pub rows: Vec<u64>,
+    /// Whether each shard's status (join health, error alarm) was received.
+    pub status: Vec<bool>,
+}
+
+impl ShardsSummary {
+    fn of(rows: &[u64], status: Vec<bool>) -> Self {
+        let heard = rows.iter().zip(&status).filter(|&(&n, &s)| n > 0 || s);
+        Self {
+            shards: u16::try_from(rows.len()).unwrap_or(u16::MAX),
+            reported: u16::try_from(heard.count()).unwrap_or(u16::MAX),
+            rows: rows.to_vec(),
+            status,
+        }
+    }
 }
 
 /// One point of the page's time series.
@@ -140,6 +168,8 @@ impl Rows {
 pub struct Monitor {
     log_dir: PathBuf,
     tail: LogTail,
+    /// Rows of each shard, when the log is the view of all shards.
+    shard_rows: Option<Vec<u64>>,
     window: usize,
     reference_mean: f64,
     rows: Rows,
@@ -152,6 +182,22 @@ pub struct Monitor {
 impl Monitor {
     /// Follows `<log_dir>/metric_log.csv`, with statistics over windows of `window` rows.
     pub fn new(log_dir: &Path, window: usize) -> Self {
+        Self::following(log_dir, crate::services::metric::METRIC_LOG, window, None)
+    }
+
+    /// Follows `<log_dir>/all_shards_log.csv`, the rows of `shards` shards.
+    pub fn of_all_shards(log_dir: &Path, window: usize, shards: u16) -> Self {
+        let log = super::collector::COMBINED_LOG;
+        Self::following(log_dir, log, window, Some(shards))
+    }
+
+    /// Follows `<log_dir>/<log>`; with `shards`, counts the rows of each (its `shard`
+    /// column).
+    fn following(log_dir: &Path, log: &str, window: usize, shards: Option<u16>) -> Self {
+        let mut columns = vec!["y_true", "y_pred", "latency_us"];
+        if shards.is_some() {
+            columns.push("shard");
+        }
         let targets = nnmon_model::diabetes();
         // The dummy baseline predicts the training targets' mean.
         let reference_mean =
@@ -159,10 +205,8 @@ impl Monitor {
         let window = window.max(1);
         Self {
             log_dir: log_dir.to_owned(),
-            tail: LogTail::new(
-                &log_dir.join(crate::services::metric::METRIC_LOG),
-                &["y_true", "y_pred", "latency_us"],
-            ),
+            tail: LogTail::new(&log_dir.join(log), &columns),
+            shard_rows: shards.map(|n| vec![0; usize::from(n)]),
             window,
             reference_mean,
             rows: Rows::new(window, reference_mean),
@@ -179,10 +223,16 @@ impl Monitor {
         // read of a long log hands out millions); whether they continue the rows read
         // before or replace them (a new log) is known only once they are all read.
         let mut fresh = Rows::new(self.window, self.reference_mean);
+        let mut fresh_shard_rows = self.shard_rows.as_ref().map(|rows| vec![0; rows.len()]);
         let event = self.tail.read_new(|row| {
-            let [y_true, y_pred, latency_us] = row else {
+            let [y_true, y_pred, latency_us, shard @ ..] = row else {
                 return;
             };
+            if let (Some(counts), Some(shard)) = (&mut fresh_shard_rows, shard.first())
+                && let Some(count) = shard.parse().ok().and_then(|s: usize| counts.get_mut(s))
+            {
+                *count += 1;
+            }
             match (y_true.parse::<f64>(), y_pred.parse::<f64>()) {
                 (Ok(t), Ok(p)) if t.is_finite() && p.is_finite() => {
                     // Empty when the producer did not say when it published.
@@ -195,6 +245,16 @@ impl Monitor {
         if event.reset {
             info!("the metric log was replaced; starting over");
             self.rows = Rows::new(self.window, self.reference_mean);
+            self.shard_rows
+                .iter_mut()
+                .flatten()
+                .for_each(|count| *count = 0);
+        }
+        if let (Some(counts), Some(fresh)) = (&mut self.shard_rows, fresh_shard_rows) {
+            counts
+                .iter_mut()
+                .zip(fresh)
+                .for_each(|(count, new)| *count += new);
         }
         if unreadable > 0 && self.unreadable == 0 {
             warn!(
@@ -213,6 +273,21 @@ impl Monitor {
 
     /// Every statistic as of `now_ms`, with the status files as they are on disk now.
     pub fn summary(&mut self, now_ms: u64) -> Summary {
+        // Sharded, each shard's status is in its folder: the view shows them merged.
+        let (metric, shards) = match self.shard_rows.clone() {
+            None => (self.status_file(METRIC_STATUS_FILE), None),
+            Some(counts) => {
+                let statuses: Vec<Option<MetricStatus>> = (0..counts.len() as u16)
+                    .map(|shard| {
+                        let folder = crate::services::metric::shard_dir(Path::new(""), shard);
+                        self.status_file(folder.join(METRIC_STATUS_FILE))
+                    })
+                    .collect();
+                let heard = statuses.iter().map(Option::is_some).collect();
+                let metric = MetricStatus::merge(statuses.iter().flatten());
+                (metric, Some(ShardsSummary::of(&counts, heard)))
+            }
+        };
         let rows = &self.rows;
         let mut recent: Vec<f64> = rows.recent_latency.iter().copied().collect();
         recent.sort_unstable_by(f64::total_cmp);
@@ -229,7 +304,8 @@ impl Monitor {
             }),
             histogram: rows.stats.histogram(chart::BINS),
             feature_drift: self.status_file(FEATURE_DRIFT_FILE),
-            metric: self.status_file(METRIC_STATUS_FILE),
+            metric,
+            shards,
         }
     }
 
@@ -261,7 +337,7 @@ impl Monitor {
 
     /// A status file another service writes; `None` while it has not written one. One it
     /// wrote badly is warned about once and treated as not written.
-    fn status_file<T: serde::de::DeserializeOwned>(&mut self, name: &str) -> Option<T> {
+    fn status_file<T: serde::de::DeserializeOwned>(&mut self, name: impl AsRef<Path>) -> Option<T> {
         let path = self.log_dir.join(name);
         let text = match std::fs::read_to_string(&path) {
             Ok(text) => text,
@@ -295,6 +371,7 @@ impl Monitor {
             window: summary.window.as_ref(),
             window_size: summary.window_size,
             updated_ms: summary.updated_ms,
+            shards: summary.shards.as_ref().map(|s| (s.reported, s.shards)),
         };
         Ok(chart::render_png(&data)?)
     }

@@ -202,7 +202,8 @@ function drawJoin(s) {
     ["duplicates dropped", group(m.duplicates)],
     ["dead-lettered messages", m.dead_lettered > 0 ? { text: group(m.dead_lettered), cls: "alarm" } : group(m.dead_lettered)],
   ]);
-  $("join-note").textContent = `Updated ${ago(m.updated_ms)}.`;
+  const sharded = s.shards ? `The ${s.shards.status.filter(Boolean).length} of ${s.shards.shards} shards that reported, added up; the oldest updated` : "Updated";
+  $("join-note").textContent = `${sharded} ${ago(m.updated_ms)}.`;
 }
 
 // ---- updates ---------------------------------------------------------------------------
@@ -217,6 +218,12 @@ function apply(update) {
   document.title = `nnmon: ${group(s.rows)} rows`;
   // One line per update in the browser console: what the end-to-end test reads.
   console.info(`nnmon update: rows=${rows.dataset.rows} updated_ms=${s.updated_ms} shown=${rows.textContent}`);
+  // A sharded pipeline: how many shards sent rows, and each one's share.
+  $("shards-box").hidden = !s.shards;
+  if (s.shards) {
+    $("shards").textContent = `${s.shards.reported} of ${s.shards.shards} reported`;
+    $("shards").title = `rows per shard: ${s.shards.rows.map(group).join(", ")}`;
+  }
   $("window-size").textContent = `${group(s.window_size)} rows`;
   $("updated").textContent = clock(s.updated_ms);
   $("updated").dataset.updatedMs = String(s.updated_ms);
