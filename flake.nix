@@ -196,6 +196,9 @@
               export RABBITMQ_NODE_IP_ADDRESS="127.0.0.1"
               export RABBITMQ_NODE_PORT="5672"
               mkdir -p "$RABBITMQ_MNESIA_BASE" "$RABBITMQ_LOG_BASE"
+              # The consistent-hash exchange (bundled) for sharded pipelines (--shards N).
+              [ -e "$RABBITMQ_ENABLED_PLUGINS_FILE" ] ||
+                echo '[rabbitmq_consistent_hash_exchange].' > "$RABBITMQ_ENABLED_PLUGINS_FILE"
               export AMQP_URL="''${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
             '';
           };
