@@ -29,7 +29,7 @@ calibrate:
 
 # The end-to-end suite only: real broker, real processes
 e2e: broker
-    cargo test --test pipeline --test faults --test operations --test observability --test live_page --test broker_restart --test cluster
+    cargo test --test pipeline --test faults --test operations --test observability --test live_page --test broker_restart --test cluster --test shards
 
 # A 3-node RabbitMQ cluster on this host (127.0.0.1:5681-5683), beside the broker on 5672
 cluster:
