@@ -3,6 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use nnmon_broker::{BrokerUrls, QueueType, TlsFiles};
+use nnmon_proto::MAX_SHARDS;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -151,10 +152,84 @@ pub struct ObserveArgs {
     pub status_interval: Duration,
 }
 
+/// How many metric shards the pipeline has; every service of one pipeline needs the same.
+#[derive(Debug, Args)]
+pub struct ShardsArgs {
+    /// Metric shards. 1: the seed's topology (queues y_true and y_pred on the default
+    /// exchange). N > 1: true values and predictions go through a consistent-hash exchange
+    /// on the message ID (RabbitMQ's plugin rabbitmq_consistent_hash_exchange) to N pairs
+    /// of shard queues, each consumed by one `metric --shard I`, which publish their rows
+    /// for `plot --shards N`.
+    #[arg(long, env = "NNMON_SHARDS", default_value_t = 1, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..=i64::from(MAX_SHARDS)))]
+    pub shards: u16,
+}
+
+/// Which shard a `metric` consumes, checked against `--shards`.
+#[derive(Clone, Copy, Debug)]
+pub struct MetricShardArgs {
+    pub shards: u16,
+    /// 0 to `shards - 1`.
+    pub shard: u16,
+}
+
+/// The shard flags as typed; [`MetricShardArgs`] is what `metric` gets.
+#[derive(Debug, Args)]
+struct MetricShardFlags {
+    #[command(flatten)]
+    shards: ShardsArgs,
+    /// The shard this metric consumes (0 to N-1 of --shards N): its queues
+    /// y_true.shard-I and y_pred.shard-I, and its files in <log-dir>/shard-I/.
+    #[arg(
+        long,
+        env = "NNMON_SHARD",
+        default_value_t = 0,
+        allow_negative_numbers = true
+    )]
+    shard: u16,
+}
+
+impl clap::FromArgMatches for MetricShardArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let flags = MetricShardFlags::from_arg_matches(matches)?;
+        let shards = flags.shards.shards;
+        if flags.shard >= shards {
+            return Err(clap::Error::raw(
+                clap::error::ErrorKind::ValueValidation,
+                format!(
+                    "--shard {} does not exist with --shards {shards}: shards are numbered 0 to {}\n",
+                    flags.shard,
+                    shards - 1
+                ),
+            ));
+        }
+        Ok(Self {
+            shards,
+            shard: flags.shard,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for MetricShardArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        MetricShardFlags::augment_args(command)
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        MetricShardFlags::augment_args_for_update(command)
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct FeaturesArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub shards: ShardsArgs,
     #[command(flatten)]
     pub observe: ObserveArgs,
     /// Seconds to wait between items (fractions and 0 allowed).
@@ -182,6 +257,8 @@ pub struct ModelArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
     #[command(flatten)]
+    pub shards: ShardsArgs,
+    #[command(flatten)]
     pub observe: ObserveArgs,
     /// Where `feature_drift.json` (input drift, for `plot`'s page) is written.
     #[command(flatten)]
@@ -205,6 +282,8 @@ pub struct LogDirArgs {
 pub struct MetricArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
+    #[command(flatten)]
+    pub shard: MetricShardArgs,
     #[command(flatten)]
     pub observe: ObserveArgs,
     #[command(flatten)]
@@ -231,6 +310,12 @@ pub struct MetricArgs {
 pub struct PlotArgs {
     #[command(flatten)]
     pub logs: LogDirArgs,
+    /// With --shards N > 1, plot shows the rows all shards publish over the broker (the
+    /// broker flags say where); with 1 it reads <log-dir>/metric_log.csv.
+    #[command(flatten)]
+    pub shards: ShardsArgs,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     #[command(flatten)]
     pub observe: ObserveArgs,
     /// Seconds between refreshes.
@@ -417,6 +502,28 @@ mod tests {
         }
         let error = refused_value(&["nnmon", "features", "--delay", "-1"]);
         assert!(error.to_string().contains("0 or more"), "{error}");
+    }
+
+    #[test]
+    fn a_metric_shard_must_be_one_of_the_shards() {
+        let parsed = Cli::try_parse_from(["nnmon", "metric", "--shards", "3", "--shard", "2"]);
+        let Command::Metric(args) = parsed.expect("valid").command else {
+            unreachable!()
+        };
+        assert_eq!((args.shard.shards, args.shard.shard), (3, 2));
+        for args in [
+            &["nnmon", "metric", "--shards", "2", "--shard", "2"][..],
+            &["nnmon", "metric", "--shard", "1"],
+            &["nnmon", "metric", "--shards", "0"],
+            &["nnmon", "features", "--shards", "-1"],
+            &["nnmon", "plot", "--shards", "1025"],
+        ] {
+            let error = Cli::try_parse_from(args).expect_err("refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+        let error = Cli::try_parse_from(["nnmon", "metric", "--shards", "2", "--shard", "5"])
+            .expect_err("refused");
+        assert!(error.to_string().contains("numbered 0 to 1"), "{error}");
     }
 
     #[test]

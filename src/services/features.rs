@@ -6,14 +6,14 @@
 //! next one (`metric` drops the duplicates this may create).
 
 use crate::cli::FeaturesArgs;
-use crate::services::{declare_topology, now_us};
+use crate::services::{Topology, now_us};
 use crate::supervisor::supervise;
 use crate::telemetry::{StatusClock, Telemetry};
 use anyhow::{Context, Result};
 use nnmon_broker::{Broker, Publisher, message_properties};
 use nnmon_model::diabetes;
 use nnmon_observe::Counter;
-use nnmon_proto::{FeaturesMessage, MessageId, QueueNames, ValueMessage};
+use nnmon_proto::{FeaturesMessage, MessageId, ValueMessage};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fs::{File, OpenOptions};
@@ -79,7 +79,8 @@ impl Progress {
 }
 
 pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
-    let queues = QueueNames::with_prefix(&args.broker.queue_prefix);
+    let topology = Topology::new(&args.broker.queue_prefix, args.shards.shards);
+    let queues = &topology.queues;
     let rng = match args.seed {
         Some(seed) => ChaCha8Rng::seed_from_u64(seed),
         None => rand::make_rng(),
@@ -121,12 +122,12 @@ pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
         &cancel,
         &telemetry,
         async |broker: &Broker| {
-            declare_topology(broker, &queues, args.broker.queue_type).await?;
+            topology.declare(broker, args.broker.queue_type).await?;
             let mut publisher = broker.publisher::<Sent>(window).await?;
             telemetry.health.set(true);
             let streamed = stream(
                 &mut publisher,
-                &queues,
+                &topology,
                 &args,
                 &mut progress,
                 &mut status,
@@ -168,7 +169,7 @@ fn report(status: &mut StatusClock, progress: &Progress, in_flight: usize, last:
 
 async fn publish_item(
     publisher: &mut Publisher<Sent>,
-    queues: &QueueNames,
+    topology: &Topology,
     item: Item,
 ) -> Result<()> {
     let sample = &diabetes()[item.row];
@@ -188,7 +189,7 @@ async fn publish_item(
     let properties = message_properties(id.as_str());
     publisher
         .publish(
-            &queues.features,
+            &topology.queues.features,
             &features,
             properties.clone(),
             Sent {
@@ -197,15 +198,17 @@ async fn publish_item(
             },
         )
         .await?;
-    publisher
-        .publish(
-            &queues.y_true,
+    let completes = Sent {
+        item,
+        completes_item: true,
+    };
+    topology
+        .publish_half(
+            publisher,
+            &topology.queues.y_true,
             &truth,
             properties,
-            Sent {
-                item,
-                completes_item: true,
-            },
+            completes,
         )
         .await?;
     Ok(())
@@ -213,7 +216,7 @@ async fn publish_item(
 
 async fn stream(
     publisher: &mut Publisher<Sent>,
-    queues: &QueueNames,
+    topology: &Topology,
     args: &FeaturesArgs,
     progress: &mut Progress,
     status: &mut StatusClock,
@@ -221,7 +224,7 @@ async fn stream(
 ) -> Result<()> {
     // Items stay in `resend` until handed over, so a failure here loses none of them.
     while let Some(&item) = progress.resend.last() {
-        publish_item(publisher, queues, item).await?;
+        publish_item(publisher, topology, item).await?;
         progress.resend.pop();
     }
     let mut next_due = Instant::now();
@@ -249,7 +252,7 @@ async fn stream(
             // item is sent again on the next connection, never replaced by a new one.
             progress.started += 1;
             progress.resend.push(item);
-            publish_item(publisher, queues, item).await?;
+            publish_item(publisher, topology, item).await?;
             progress.resend.pop();
             next_due = Instant::now() + args.delay;
             continue;

@@ -33,6 +33,8 @@ pub struct ChartData<'a> {
     pub window_size: usize,
     /// When the statistics were computed, in ms since the Unix epoch.
     pub updated_ms: u64,
+    /// For a sharded pipeline: how many shards sent rows, and how many there are.
+    pub shards: Option<(u16, u16)>,
 }
 
 /// Why the chart could not be drawn.
@@ -59,10 +61,13 @@ fn ensure_font() -> Result<(), ChartError> {
 
 /// The chart's title: what is plotted, over how many rows, and when.
 pub fn title(data: &ChartData) -> String {
-    let rows = match data.total {
+    let mut rows = match data.total {
         Some(total) => format!("{} rows", group_thousands(total.count)),
         None => "no rows yet".to_owned(),
     };
+    if let Some((reported, shards)) = data.shards {
+        rows += &format!(" from {reported} of {shards} shards");
+    }
     format!(
         "Absolute error |y_pred − y_true|: {rows}, updated {}",
         format_utc(data.updated_ms)
@@ -150,6 +155,7 @@ pub fn render_stats(stats: &ErrorStats, updated_ms: u64) -> Result<Vec<u8>, Char
         window: window.as_ref(),
         window_size: stats.window_size(),
         updated_ms,
+        shards: None,
     })
 }
 
@@ -288,10 +294,19 @@ mod tests {
             window: window.as_ref(),
             window_size: 1,
             updated_ms: 1_793_707_205_000,
+            shards: None,
         };
         assert_eq!(
             title(&data),
             "Absolute error |y_pred − y_true|: 2 rows, updated 2026-11-03 12:00:05 UTC"
+        );
+        let sharded = ChartData {
+            shards: Some((1, 2)),
+            ..data
+        };
+        assert_eq!(
+            title(&sharded),
+            "Absolute error |y_pred − y_true|: 2 rows from 1 of 2 shards, updated 2026-11-03 12:00:05 UTC"
         );
         assert_eq!(
             statistics_line(&data).as_deref(),
