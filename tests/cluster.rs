@@ -55,9 +55,25 @@ fn cluster() -> Option<&'static str> {
     }
 }
 
+/// `rabbitmqctl`, as root: Debian's wrapper refuses other users (`sudo -n` when not root,
+/// as for scripts/cluster).
+fn rabbitmqctl_command() -> Command {
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0");
+    if root {
+        Command::new("rabbitmqctl")
+    } else {
+        let mut sudo = Command::new("sudo");
+        sudo.args(["-n", "rabbitmqctl"]);
+        sudo
+    }
+}
+
 /// `rabbitmqctl -n NODE ARGS…`, its stdout; panics when it fails.
 fn rabbitmqctl(node: &str, args: &[&str]) -> String {
-    let output = Command::new("rabbitmqctl")
+    let output = rabbitmqctl_command()
         .args(["-q", "-n", node])
         .args(args)
         .output()
@@ -99,7 +115,7 @@ struct StoppedApp(String);
 
 impl Drop for StoppedApp {
     fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
+        let _ = rabbitmqctl_command()
             .args(["-q", "-n", &self.0, "start_app"])
             .status();
     }
