@@ -29,7 +29,7 @@ calibrate:
 
 # The end-to-end suite only: real broker, real processes
 e2e: broker
-    cargo test --test pipeline --test faults --test operations --test observability --test live_page --test broker_restart --test cluster --test shards
+    cargo test --test pipeline --test faults --test operations --test observability --test live_page --test broker_restart --test cluster --test shards --test scenarios --test scenario_broker_restart
 
 # A 3-node RabbitMQ cluster on this host (127.0.0.1:5681-5683), beside the broker on 5672
 cluster:
@@ -47,6 +47,12 @@ lint:
 # Criterion benchmarks, including the pipeline against the broker's own ceiling
 bench: broker
     cargo bench
+
+# Every shipped scenario (scenarios/*.toml) with the release build into results/latest/,
+# then the README's scenario results regenerated from their summary.json files
+scenarios: broker
+    cargo build --release --bin nnmon
+    scripts/scenarios
 
 # Refit the model and rewrite models/ols.json
 train:

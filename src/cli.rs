@@ -28,6 +28,49 @@ pub enum Command {
     Plot(PlotArgs),
     /// Fit the linear model on the data set and write its coefficients as JSON.
     Train(TrainArgs),
+    /// Run a scenario file against the real services, or compare two runs.
+    #[command(subcommand)]
+    Scenario(ScenarioCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScenarioCommand {
+    /// Start the services, run the file's load, drifts and faults, judge its hypothesis
+    /// and write summary.json, timeline.csv, env.json, report.md and charts; exits 1
+    /// when the hypothesis failed.
+    Run(ScenarioRunArgs),
+    /// Print two runs' summaries side by side with the relative change.
+    Compare(ScenarioCompareArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScenarioRunArgs {
+    /// The scenario file (TOML; see the README's Scenarios section).
+    pub path: PathBuf,
+    /// Folder for the results; `results/<name>-<UTC time>/` by default.
+    #[arg(long, env = "NNMON_SCENARIO_OUT")]
+    pub out: Option<PathBuf>,
+    /// AMQP URL of the broker the services use.
+    #[arg(
+        long,
+        env = "AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub amqp_url: String,
+    /// The command that runs rabbitmqctl against that broker (split on spaces, e.g.
+    /// `docker exec NAME rabbitmqctl`), for the broker-restart fault and env.json.
+    #[arg(long, env = "NNMON_RABBITMQCTL", default_value = "rabbitmqctl")]
+    pub rabbitmqctl: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ScenarioCompareArgs {
+    /// A run's folder or its summary.json.
+    pub a: PathBuf,
+    /// Another run's folder or summary.json.
+    pub b: PathBuf,
 }
 
 /// Where the broker is, how to reach it, and which pipeline on it to use.
@@ -232,9 +275,15 @@ pub struct FeaturesArgs {
     pub shards: ShardsArgs,
     #[command(flatten)]
     pub observe: ObserveArgs,
-    /// Seconds to wait between items (fractions and 0 allowed).
+    /// Seconds to wait between items (fractions and 0 allowed): closed loop, the next item
+    /// waits for the previous one to be handed over.
     #[arg(long, env = "NNMON_DELAY", default_value = "10", allow_negative_numbers = true, value_parser = parse_seconds)]
     pub delay: Duration,
+    /// Items per second on a fixed schedule (open loop): item i is due at start + i/RATE
+    /// whatever the pipeline does, and carries that time, so latency counts from it.
+    /// Instead of --delay.
+    #[arg(long, env = "NNMON_RATE", value_name = "ITEMS_PER_S", allow_negative_numbers = true, value_parser = parse_rate, conflicts_with = "delay")]
+    pub rate: Option<f64>,
     /// Items to send before exiting once all are confirmed; 0 streams forever.
     #[arg(
         long,
@@ -246,6 +295,10 @@ pub struct FeaturesArgs {
     /// Seed for the row sequence, making it reproducible; random when absent.
     #[arg(long, env = "NNMON_SEED", allow_negative_numbers = true)]
     pub seed: Option<u64>,
+    /// Send what a scenario file says: its load (open loop), seed and drift injections.
+    /// Instead of --delay, --rate, --count and --seed.
+    #[arg(long, env = "NNMON_SCENARIO", value_name = "TOML", conflicts_with_all = ["delay", "rate", "count", "seed"])]
+    pub scenario: Option<PathBuf>,
     /// Append the ID of every item the broker confirmed to this file (an audit trail to
     /// check the metric log against).
     #[arg(long, env = "NNMON_CONFIRMED_IDS")]
@@ -421,6 +474,16 @@ fn parse_period(text: &str) -> Result<Duration, String> {
     Ok(period)
 }
 
+/// Parses a rate in items per second: above 0, at most a million.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(rate) if rate > 0.0 && rate <= 1e6 => Ok(rate),
+        _ => Err(format!(
+            "`{text}` is not a rate in items per second (above 0, at most 1000000)"
+        )),
+    }
+}
+
 /// Parses a count that bounds something and so cannot be 0: `1` or more.
 fn parse_positive(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
@@ -491,6 +554,8 @@ mod tests {
         for args in [
             &["nnmon", "features", "--delay", "-1"][..],
             &["nnmon", "features", "--count", "-1"],
+            &["nnmon", "features", "--rate", "-5"],
+            &["nnmon", "features", "--rate", "0"],
             &["nnmon", "features", "--seed", "-1"],
             &["nnmon", "features", "--prefetch", "-1"],
             &["nnmon", "metric", "--join-ttl", "-1"],
@@ -502,6 +567,20 @@ mod tests {
         }
         let error = refused_value(&["nnmon", "features", "--delay", "-1"]);
         assert!(error.to_string().contains("0 or more"), "{error}");
+    }
+
+    #[test]
+    fn rate_and_delay_exclude_each_other() {
+        let both = Cli::try_parse_from(["nnmon", "features", "--rate", "100", "--delay", "1"]);
+        assert_eq!(both.expect_err("conflict").exit_code(), 2);
+        let scenario =
+            Cli::try_parse_from(["nnmon", "features", "--scenario", "s.toml", "--count", "5"]);
+        assert_eq!(scenario.expect_err("conflict").exit_code(), 2);
+        let rate = Cli::try_parse_from(["nnmon", "features", "--rate", "2.5"]).expect("valid");
+        let Command::Features(args) = rate.command else {
+            unreachable!()
+        };
+        assert_eq!(args.rate, Some(2.5));
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //!   a service.
 //! - [`telemetry`]: Prometheus metrics and health (`--metrics-addr`), progress lines and
 //!   status files.
+//! - [`scenario`]: `nnmon scenario run|compare`, the research harness: the services as
+//!   processes, faults, a partition proxy, measurements and the run's folder (the pure
+//!   part is the `nnmon-scenario` crate).
 //!
 //! The pure logic lives in the workspace crates: `nnmon-proto` (wire format), `nnmon-join`
 //! (the ID join), `nnmon-model` (data set and model), `nnmon-stats` (regression statistics
@@ -21,13 +24,14 @@
 
 pub mod cli;
 pub mod logging;
+pub mod scenario;
 pub mod services;
 pub mod shutdown;
 pub mod supervisor;
 pub mod telemetry;
 
 use anyhow::Result;
-use cli::{Cli, Command};
+use cli::{Cli, Command, ScenarioCommand};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -43,6 +47,10 @@ pub async fn run(cli: Cli, cancel: CancellationToken) -> Result<()> {
             Command::Metric(args) => services::metric::run(args, cancel.clone()).await,
             Command::Plot(args) => services::plot::run(args, cancel.clone()).await,
             Command::Train(args) => services::train::run(args),
+            Command::Scenario(ScenarioCommand::Run(args)) => {
+                scenario::run(args, cancel.clone()).await
+            }
+            Command::Scenario(ScenarioCommand::Compare(args)) => scenario::compare_runs(args),
         }
     };
     let deadline = async {

@@ -4,6 +4,11 @@
 //! An item counts as sent once the broker has confirmed both messages. Items whose
 //! confirms were lost with a connection are published again, with the same ID, on the
 //! next one (`metric` drops the duplicates this may create).
+//!
+//! Items are sent closed loop (`--delay` after each one is handed over) or open loop
+//! (`--rate`, or a scenario's load: item i is due at a fixed time, and carries that time
+//! as its publish time, so a pipeline that slows down is measured from when the item
+//! should have gone, not from when the source got round to it).
 
 use crate::cli::FeaturesArgs;
 use crate::services::{Topology, now_us};
@@ -11,24 +16,61 @@ use crate::supervisor::supervise;
 use crate::telemetry::{StatusClock, Telemetry};
 use anyhow::{Context, Result};
 use nnmon_broker::{Broker, Publisher, message_properties};
-use nnmon_model::diabetes;
+use nnmon_model::{Sample, diabetes};
 use nnmon_observe::Counter;
 use nnmon_proto::{FeaturesMessage, MessageId, ValueMessage};
+use nnmon_scenario::{DataStats, Injector, Plan, Scenario};
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 use uuid::Uuid;
 
-/// One item: a data set row under a fresh ID.
+/// One item: a data set row (drift injections applied) under a fresh ID.
 #[derive(Clone, Copy, Debug)]
 struct Item {
     id: Uuid,
-    row: usize,
+    sample: Sample,
     published_us: u64,
+}
+
+/// When items are due.
+enum Schedule {
+    /// Closed loop: each item this long after the previous one was handed over.
+    Delay(Duration),
+    /// Open loop: item i at `start + plan.due(i)`, the clock started on first connecting.
+    Plan {
+        plan: Plan,
+        start: Option<(Instant, u64)>,
+    },
+}
+
+impl Schedule {
+    /// Starts the plan's clock, once.
+    fn start(&mut self) {
+        if let Schedule::Plan { start, .. } = self
+            && start.is_none()
+        {
+            *start = Some((Instant::now(), now_us()));
+        }
+    }
+
+    /// When item `index` is due and the publish time it carries; `None` in closed loop.
+    fn due(&self, index: u64) -> Option<(Instant, u64)> {
+        match self {
+            Schedule::Delay(_) => None,
+            Schedule::Plan { plan, start } => {
+                let (instant, epoch_us) = start.expect("started on connecting");
+                let offset = plan.due(index);
+                Some((instant + offset, epoch_us + offset.as_micros() as u64))
+            }
+        }
+    }
 }
 
 /// Which of an item's two messages a confirm is for.
@@ -51,6 +93,9 @@ struct Progress {
     /// Items sent on a connection that died before confirming them.
     resend: Vec<Item>,
     rng: ChaCha8Rng,
+    schedule: Schedule,
+    /// A scenario's drift injections (none without `--scenario`).
+    injector: Option<Injector>,
     /// Where the IDs of confirmed items go, if asked (`--confirmed-ids`).
     confirmed_ids: Option<BufWriter<File>>,
     /// Confirmed messages to `features` and to `y_true`, for Prometheus.
@@ -58,6 +103,22 @@ struct Progress {
 }
 
 impl Progress {
+    /// The next item, made when it is due: its row drawn, its injections applied.
+    fn next_item(&mut self) -> Item {
+        let index = self.started;
+        let row = &diabetes()[self.rng.random_range(0..diabetes().len())];
+        let sample = match &self.injector {
+            Some(injector) => injector.apply(index, row),
+            None => *row,
+        };
+        let published_us = self.schedule.due(index).map_or_else(now_us, |(_, us)| us);
+        Item {
+            id: Uuid::now_v7(),
+            sample,
+            published_us,
+        }
+    }
+
     fn confirm(&mut self, sent: Sent) -> Result<()> {
         self.published[usize::from(sent.completes_item)].inc();
         if !sent.completes_item {
@@ -78,17 +139,41 @@ impl Progress {
     }
 }
 
+/// A scenario file's load, seed and injections.
+fn load_scenario(path: &Path) -> Result<Scenario> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let stem = path.file_stem().unwrap_or_default().to_string_lossy();
+    Scenario::parse(&text, &stem).with_context(|| format!("scenario {}", path.display()))
+}
+
 pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
     let topology = Topology::new(&args.broker.queue_prefix, args.shards.shards);
     let queues = &topology.queues;
-    let rng = match args.seed {
+    let count = (args.count > 0).then_some(args.count);
+    let (schedule, seed, injector) = match (&args.scenario, args.rate) {
+        (Some(path), _) => {
+            let scenario = load_scenario(path)?;
+            let injector = Injector::new(&scenario.drifts, DataStats::of(diabetes()));
+            let schedule = Schedule::Plan {
+                plan: scenario.plan,
+                start: None,
+            };
+            (schedule, Some(scenario.seed), Some(injector))
+        }
+        (None, Some(rate)) => {
+            let plan = Plan::constant(rate, count);
+            (Schedule::Plan { plan, start: None }, args.seed, None)
+        }
+        (None, None) => (Schedule::Delay(args.delay), args.seed, None),
+    };
+    let target = match &schedule {
+        Schedule::Plan { plan, .. } => plan.items(),
+        Schedule::Delay(_) => count.unwrap_or(u64::MAX),
+    };
+    let rng = match seed {
         Some(seed) => ChaCha8Rng::seed_from_u64(seed),
         None => rand::make_rng(),
-    };
-    let target = if args.count == 0 {
-        u64::MAX
-    } else {
-        args.count
     };
     let confirmed_ids = match &args.confirmed_ids {
         Some(path) => {
@@ -107,6 +192,8 @@ pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
         confirmed: 0,
         resend: Vec::new(),
         rng,
+        schedule,
+        injector,
         confirmed_ids,
         published: [
             telemetry.metrics.published(&queues.features),
@@ -115,7 +202,20 @@ pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
     };
     let mut status = StatusClock::new(args.observe.status_interval);
     let window = usize::from(args.broker.prefetch);
-    info!(delay = ?args.delay, count = args.count, seed = args.seed, "streaming the diabetes data set");
+    match (&args.scenario, args.rate) {
+        (Some(scenario), _) => {
+            info!(scenario = %scenario.display(), items = target, "streaming a scenario's load")
+        }
+        (None, Some(rate)) => info!(
+            rate,
+            count = args.count,
+            seed = args.seed,
+            "streaming the diabetes data set on a fixed schedule"
+        ),
+        (None, None) => {
+            info!(delay = ?args.delay, count = args.count, seed = args.seed, "streaming the diabetes data set")
+        }
+    }
     supervise(
         "nnmon-features",
         &args.broker.amqp_url,
@@ -172,7 +272,7 @@ async fn publish_item(
     topology: &Topology,
     item: Item,
 ) -> Result<()> {
-    let sample = &diabetes()[item.row];
+    let sample = &item.sample;
     let id = MessageId::from(item.id);
     let features = FeaturesMessage {
         id: id.clone(),
@@ -227,6 +327,8 @@ async fn stream(
         publish_item(publisher, topology, item).await?;
         progress.resend.pop();
     }
+    progress.schedule.start();
+    // Closed loop only: when the next item may go.
     let mut next_due = Instant::now();
     let mut ticks = tokio::time::interval(args.observe.status_interval);
     loop {
@@ -242,24 +344,26 @@ async fn stream(
         }
         let may_start =
             progress.started < progress.target && !cancel.is_cancelled() && !publisher.is_full();
-        if may_start && Instant::now() >= next_due {
-            let item = Item {
-                id: Uuid::now_v7(),
-                row: progress.rng.random_range(0..diabetes().len()),
-                published_us: now_us(),
-            };
+        let due = progress
+            .schedule
+            .due(progress.started)
+            .map_or(next_due, |(instant, _)| instant);
+        if may_start && Instant::now() >= due {
+            let item = progress.next_item();
             // Counted and queued for (re)sending first: if publishing fails half-way, the
             // item is sent again on the next connection, never replaced by a new one.
             progress.started += 1;
             progress.resend.push(item);
             publish_item(publisher, topology, item).await?;
             progress.resend.pop();
-            next_due = Instant::now() + args.delay;
+            if let Schedule::Delay(delay) = progress.schedule {
+                next_due = Instant::now() + delay;
+            }
             continue;
         }
         tokio::select! {
             sent = publisher.confirmed(), if publisher.in_flight() > 0 => progress.confirm(sent?)?,
-            () = tokio::time::sleep_until(next_due), if may_start => {}
+            () = tokio::time::sleep_until(due), if may_start => {}
             _ = ticks.tick() => {}
             () = cancel.cancelled(), if !cancel.is_cancelled() => {}
         }

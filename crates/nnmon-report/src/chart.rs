@@ -15,7 +15,7 @@ pub const BINS: usize = 30;
 const WIDTH: u32 = 1000;
 const HEIGHT: u32 = 600;
 const HEADER: u32 = 100;
-const FONT: &str = "sans-serif";
+pub(crate) const FONT: &str = "sans-serif";
 const MEAN_COLOUR: RGBColor = RGBColor(200, 30, 30);
 const MEDIAN_COLOUR: RGBColor = RGBColor(20, 20, 20);
 const BAR_COLOUR: RGBColor = RGBColor(70, 110, 190);
@@ -48,11 +48,11 @@ pub enum ChartError {
     Encode(#[from] png::EncodingError),
 }
 
-fn draw_error<E: std::fmt::Debug>(error: E) -> ChartError {
+pub(crate) fn draw_error<E: std::fmt::Debug>(error: E) -> ChartError {
     ChartError::Draw(format!("{error:?}"))
 }
 
-fn ensure_font() -> Result<(), ChartError> {
+pub(crate) fn ensure_font() -> Result<(), ChartError> {
     static REGISTERED: OnceLock<bool> = OnceLock::new();
     let ok = REGISTERED
         .get_or_init(|| register_font(FONT, FontStyle::Normal, dejavu::sans::regular()).is_ok());

@@ -1,0 +1,350 @@
+//! What a run leaves behind: `summary.json` ([`Summary`]), the rows of `timeline.csv`
+//! ([`TimelineRow`]), and the side-by-side comparison of two summaries ([`compare`]).
+
+use crate::verdict::{Delivery, InjectionOutcome, ScoredAlarm};
+use nnmon_stats::nearest_rank;
+use serde::{Deserialize, Serialize};
+
+/// Latency percentiles in milliseconds (nearest rank).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    /// Percentiles of latencies in microseconds; `None` when there are none.
+    pub fn of_micros(latencies_us: &[u64]) -> Option<Self> {
+        let mut ms: Vec<f64> = latencies_us.iter().map(|&us| us as f64 / 1000.0).collect();
+        ms.sort_by(f64::total_cmp);
+        Some(Self {
+            p50: nearest_rank(&ms, 0.50)?,
+            p90: nearest_rank(&ms, 0.90)?,
+            p99: nearest_rank(&ms, 0.99)?,
+            max: *ms.last()?,
+        })
+    }
+}
+
+/// One load step's figures.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StepSummary {
+    pub offered_items_per_s: f64,
+    /// Rows logged per second during the step's time.
+    pub achieved_items_per_s: f64,
+    /// Latency of the step's items (from their scheduled send time to their row).
+    pub latency_ms: Option<Latency>,
+}
+
+/// A fault as it was carried out.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FaultRecord {
+    /// Seconds after the load started.
+    pub seconds: f64,
+    pub fault: String,
+    /// `None` when it went as planned; else what went wrong.
+    pub error: Option<String>,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub scenario: String,
+    pub seed: u64,
+    /// Items features had confirmed by the broker.
+    pub items_confirmed: u64,
+    /// Rows in the metric log.
+    pub rows: u64,
+    pub exactly_once: bool,
+    pub delivery: Delivery,
+    /// Rows over the time from the load's start to the last row.
+    pub throughput_items_per_s: f64,
+    /// From each item's scheduled send time to its row.
+    pub latency_ms: Latency,
+    /// Lines of orphans.csv.
+    pub orphans: u64,
+    /// Messages in the dead-letter queue at the end.
+    pub dead_lettered: u64,
+    pub alarms: Vec<ScoredAlarm>,
+    pub false_alarms: u64,
+    pub injections: Vec<InjectionOutcome>,
+    pub faults: Vec<FaultRecord>,
+    pub steps: Vec<StepSummary>,
+    pub hypothesis_held: bool,
+    /// Why it did not hold (empty when it did).
+    pub hypothesis_failures: Vec<String>,
+    /// From the first service started to the last stopped.
+    pub duration_s: f64,
+}
+
+/// One line of `timeline.csv`: one second of the run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimelineRow {
+    /// Seconds after the load started (this row covers `[second, second + 1)`).
+    pub second: u64,
+    /// Items the schedule had due in this second.
+    pub offered_per_s: u64,
+    /// Items confirmed in this second.
+    pub confirmed_per_s: u64,
+    /// Rows logged in this second.
+    pub achieved_per_s: u64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p90_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub latency_max_ms: Option<f64>,
+    /// MAE of the last `--window` rows at the second's end.
+    pub window_mae: Option<f64>,
+    /// Halves waiting in metric's join, as its status file last said.
+    pub pending_truths: Option<u64>,
+    pub pending_predictions: Option<u64>,
+    /// Alarms first seen in this second (`kind:feature@item`, `;`-separated).
+    pub alarms: String,
+    /// Faults and injections carried out in this second (`;`-separated).
+    pub events: String,
+}
+
+impl TimelineRow {
+    /// Fills the latency columns from the second's latencies in microseconds.
+    pub fn set_latency(&mut self, latencies_us: &[u64]) {
+        if let Some(latency) = Latency::of_micros(latencies_us) {
+            self.latency_p50_ms = Some(latency.p50);
+            self.latency_p90_ms = Some(latency.p90);
+            self.latency_p99_ms = Some(latency.p99);
+            self.latency_max_ms = Some(latency.max);
+        }
+    }
+}
+
+/// One line of a comparison.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Comparison {
+    pub metric: String,
+    pub a: String,
+    pub b: String,
+    /// `(b − a) / a`, when both are numbers and `a` is not 0.
+    pub change: Option<f64>,
+}
+
+fn number(metric: &str, a: f64, b: f64) -> Comparison {
+    let text = |v: f64| {
+        if v.fract() == 0.0 && v.abs() < 1e15 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.2}")
+        }
+    };
+    Comparison {
+        metric: metric.to_owned(),
+        a: text(a),
+        b: text(b),
+        change: (a != 0.0).then(|| (b - a) / a),
+    }
+}
+
+fn flag(metric: &str, a: bool, b: bool) -> Comparison {
+    Comparison {
+        metric: metric.to_owned(),
+        a: a.to_string(),
+        b: b.to_string(),
+        change: None,
+    }
+}
+
+fn delays(summary: &Summary) -> String {
+    let delays: Vec<String> = summary
+        .injections
+        .iter()
+        .map(|i| {
+            i.detection_delay_items
+                .map_or_else(|| "none".to_owned(), |d| d.to_string())
+        })
+        .collect();
+    if delays.is_empty() {
+        "-".to_owned()
+    } else {
+        delays.join(", ")
+    }
+}
+
+/// The figures of two runs side by side, with the relative change of each number.
+pub fn compare(a: &Summary, b: &Summary) -> Vec<Comparison> {
+    let mut lines = vec![
+        Comparison {
+            metric: "scenario".into(),
+            a: a.scenario.clone(),
+            b: b.scenario.clone(),
+            change: None,
+        },
+        flag("hypothesis_held", a.hypothesis_held, b.hypothesis_held),
+        flag("exactly_once", a.exactly_once, b.exactly_once),
+        number(
+            "items_confirmed",
+            a.items_confirmed as f64,
+            b.items_confirmed as f64,
+        ),
+        number("rows", a.rows as f64, b.rows as f64),
+        number(
+            "throughput_items_per_s",
+            a.throughput_items_per_s,
+            b.throughput_items_per_s,
+        ),
+        number("latency_ms.p50", a.latency_ms.p50, b.latency_ms.p50),
+        number("latency_ms.p90", a.latency_ms.p90, b.latency_ms.p90),
+        number("latency_ms.p99", a.latency_ms.p99, b.latency_ms.p99),
+        number("latency_ms.max", a.latency_ms.max, b.latency_ms.max),
+        number("orphans", a.orphans as f64, b.orphans as f64),
+        number(
+            "dead_lettered",
+            a.dead_lettered as f64,
+            b.dead_lettered as f64,
+        ),
+        number("false_alarms", a.false_alarms as f64, b.false_alarms as f64),
+        Comparison {
+            metric: "detection_delay_items".into(),
+            a: delays(a),
+            b: delays(b),
+            change: None,
+        },
+    ];
+    if a.steps.len() == b.steps.len() {
+        for (index, (sa, sb)) in a.steps.iter().zip(&b.steps).enumerate() {
+            lines.push(number(
+                &format!("steps[{index}].achieved_items_per_s"),
+                sa.achieved_items_per_s,
+                sb.achieved_items_per_s,
+            ));
+            if let (Some(la), Some(lb)) = (sa.latency_ms, sb.latency_ms) {
+                lines.push(number(
+                    &format!("steps[{index}].latency_ms.p99"),
+                    la.p99,
+                    lb.p99,
+                ));
+            }
+        }
+    }
+    lines
+}
+
+/// The comparison as an aligned text table.
+pub fn format_comparison(lines: &[Comparison], a_name: &str, b_name: &str) -> String {
+    let change = |c: &Comparison| {
+        c.change
+            .map_or_else(String::new, |change| format!("{:+.1} %", change * 100.0))
+    };
+    let widths = [
+        lines
+            .iter()
+            .map(|c| c.metric.len())
+            .max()
+            .unwrap_or(0)
+            .max(6),
+        lines
+            .iter()
+            .map(|c| c.a.len())
+            .max()
+            .unwrap_or(0)
+            .max(a_name.len()),
+        lines
+            .iter()
+            .map(|c| c.b.len())
+            .max()
+            .unwrap_or(0)
+            .max(b_name.len()),
+    ];
+    let mut text = format!(
+        "{:<w0$}  {:>w1$}  {:>w2$}  change\n",
+        "metric",
+        a_name,
+        b_name,
+        w0 = widths[0],
+        w1 = widths[1],
+        w2 = widths[2]
+    );
+    for line in lines {
+        text += &format!(
+            "{:<w0$}  {:>w1$}  {:>w2$}  {}\n",
+            line.metric,
+            line.a,
+            line.b,
+            change(line),
+            w0 = widths[0],
+            w1 = widths[1],
+            w2 = widths[2]
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(p99: f64, throughput: f64) -> Summary {
+        Summary {
+            scenario: "baseline".into(),
+            seed: 1,
+            items_confirmed: 100,
+            rows: 100,
+            exactly_once: true,
+            delivery: Delivery::default(),
+            throughput_items_per_s: throughput,
+            latency_ms: Latency {
+                p50: 1.0,
+                p90: 2.0,
+                p99,
+                max: 9.0,
+            },
+            orphans: 0,
+            dead_lettered: 0,
+            alarms: Vec::new(),
+            false_alarms: 0,
+            injections: Vec::new(),
+            faults: Vec::new(),
+            steps: Vec::new(),
+            hypothesis_held: true,
+            hypothesis_failures: Vec::new(),
+            duration_s: 3.0,
+        }
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank_in_milliseconds() {
+        let latencies: Vec<u64> = (1..=100).map(|i| i * 1000).collect();
+        let latency = Latency::of_micros(&latencies).expect("some");
+        assert_eq!(
+            latency,
+            Latency {
+                p50: 50.0,
+                p90: 90.0,
+                p99: 99.0,
+                max: 100.0
+            }
+        );
+        assert_eq!(Latency::of_micros(&[]), None);
+    }
+
+    #[test]
+    fn comparison_gives_the_relative_change() {
+        let lines = compare(&summary(4.0, 100.0), &summary(5.0, 90.0));
+        let p99 = lines
+            .iter()
+            .find(|l| l.metric == "latency_ms.p99")
+            .expect("p99");
+        assert_eq!((p99.a.as_str(), p99.b.as_str()), ("4", "5"));
+        assert_eq!(p99.change, Some(0.25));
+        let table = format_comparison(&lines, "A", "B");
+        assert!(table.contains("+25.0 %"), "{table}");
+        assert!(table.contains("-10.0 %"), "{table}");
+    }
+
+    #[test]
+    fn a_summary_round_trips_through_json() {
+        let original = summary(4.0, 100.0);
+        let json = serde_json::to_string(&original).expect("serialize");
+        let back: Summary = serde_json::from_str(&json).expect("parse");
+        assert_eq!(back, original);
+        assert!(json.contains("\"latency_ms\":{\"p50\":1.0"), "{json}");
+    }
+}

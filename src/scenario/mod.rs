@@ -1,0 +1,793 @@
+//! `nnmon scenario run` and `nnmon scenario compare`: the research harness's I/O shell
+//! around the pure `nnmon-scenario` crate.
+//!
+//! # Layout
+//! - [`services`]: the pipeline's services as child processes (this binary), signalled,
+//!   restarted and stopped.
+//! - [`proxy`]: a local TCP proxy between the services and the broker that can hold every
+//!   byte (the `partition` fault).
+//! - [`broker`]: the runner's own broker work — poison messages, the dead-letter count,
+//!   deleting the run's queues — and `rabbitmqctl`.
+//! - [`probe`]: what the runner watches while the scenario runs (the metric log, the
+//!   confirmed IDs, metric's status file, the services' alarm lines), second by second.
+//! - [`environment`]: what `env.json` says about the machine and the checkout.
+//! - [`report`]: the files of a run's folder.
+//!
+//! A run: parse the file → start `model` and `metric` (through the proxy if a partition
+//! is planned) → start `features --scenario FILE` (it keeps the schedule and applies the
+//! drift injections) → carry out faults and model swaps at their times while polling →
+//! once features has exited, wait for every confirmed item's row → stop the services →
+//! judge ([`nnmon_scenario::check_hypothesis`]) → write the folder → exit non-zero if the
+//! hypothesis failed.
+
+mod broker;
+mod environment;
+mod probe;
+mod proxy;
+mod report;
+mod services;
+
+use crate::cli::{ScenarioCompareArgs, ScenarioRunArgs};
+use anyhow::{Context, Result, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use nnmon_proto::QueueNames;
+use nnmon_scenario::{
+    Change, Drift, FaultAction, FaultRecord, Latency, Observed, Scenario, StepSummary, Summary,
+    check_delivery, check_hypothesis, compare, format_comparison, score_alarms,
+};
+use probe::Probe;
+use services::Services;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+/// How often the runner looks at the files.
+const POLL: Duration = Duration::from_millis(250);
+/// How long a service may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(25);
+/// How long features may run past its schedule before the run is called off.
+const FEATURES_GRACE: Duration = Duration::from_secs(120);
+/// Once features is done, how long the rows may stop growing before the runner stops
+/// waiting for the missing ones.
+const DRAIN_STALL: Duration = Duration::from_secs(20);
+
+/// One thing the runner does at a time after the load started.
+#[derive(Clone, Debug)]
+enum Action {
+    Signal {
+        service: &'static str,
+        kill: bool,
+    },
+    Restart(&'static str),
+    BrokerRestart(Duration),
+    Hold(bool),
+    Poison(u64),
+    /// Swap the model for the coefficients in this file, planned at this item.
+    SwapModel(u64, PathBuf),
+}
+
+/// What an action reports, possibly from a background task.
+enum Report {
+    /// A moment to mark on the timeline.
+    Event { at: f64, what: String },
+    /// The action is over: carried out, or failed with `error`.
+    Done {
+        at: f64,
+        what: String,
+        error: Option<String>,
+    },
+}
+
+/// The scenario's faults as timed actions, in time order.
+fn actions(scenario: &Scenario) -> Vec<(Duration, Action)> {
+    let mut actions = Vec::new();
+    for fault in &scenario.faults {
+        match &fault.action {
+            FaultAction::Stop {
+                service,
+                kill,
+                down,
+            } => {
+                let service = service.as_str();
+                actions.push((
+                    fault.at,
+                    Action::Signal {
+                        service,
+                        kill: *kill,
+                    },
+                ));
+                actions.push((fault.at + *down, Action::Restart(service)));
+            }
+            FaultAction::BrokerRestart { down } => {
+                actions.push((fault.at, Action::BrokerRestart(*down)));
+            }
+            FaultAction::Partition { down } => {
+                actions.push((fault.at, Action::Hold(true)));
+                actions.push((fault.at + *down, Action::Hold(false)));
+            }
+            FaultAction::Poison { count } => actions.push((fault.at, Action::Poison(*count))),
+        }
+    }
+    actions.sort_by_key(|(at, _)| *at);
+    actions
+}
+
+/// The scenario's model swaps, in item order. A swap is carried out once `model` says it
+/// has predicted the item (not at the item's scheduled time: a pipeline running behind
+/// would have the new model predict items from before the injection).
+fn swaps(scenario: &Scenario, scenario_dir: &Path) -> Vec<Action> {
+    scenario
+        .drifts
+        .iter()
+        .filter_map(|drift| match &drift.change {
+            Change::Model { coefficients } => Some(Action::SwapModel(
+                drift.item,
+                scenario_dir.join(coefficients),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `results/<name>-<UTC time>`, e.g. `results/baseline-20261128T104500Z`.
+fn default_out(name: &str, started_ms: u64) -> PathBuf {
+    let utc: String = nnmon_report::format_utc(started_ms)
+        .trim_end_matches(" UTC")
+        .chars()
+        .filter(|c| c.is_ascii_digit() || *c == ' ')
+        .map(|c| if c == ' ' { 'T' } else { c })
+        .collect();
+    PathBuf::from("results").join(format!("{name}-{utc}Z"))
+}
+
+/// Waits until every log in `stderr` says its service reached the broker.
+async fn wait_connected(services: &mut Services, names: &[(&str, PathBuf)]) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for (name, stderr) in names {
+        loop {
+            let text = std::fs::read_to_string(stderr).unwrap_or_default();
+            if text.contains("connected to the broker") {
+                break;
+            }
+            if services.exited(name)?.is_some() {
+                bail!("{name} exited at start:\n{text}");
+            }
+            if Instant::now() > deadline {
+                bail!("{name} did not reach the broker within a minute:\n{text}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+/// Runs a scenario file and writes its folder; an error when the hypothesis failed.
+pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()> {
+    let bytes =
+        std::fs::read(&args.path).with_context(|| format!("reading {}", args.path.display()))?;
+    let text = String::from_utf8(bytes.clone())
+        .with_context(|| format!("{} is not UTF-8", args.path.display()))?;
+    let stem = args.path.file_stem().unwrap_or_default().to_string_lossy();
+    let scenario = Scenario::parse(&text, &stem)
+        .with_context(|| format!("scenario {}", args.path.display()))?;
+    let scenario_path = std::path::absolute(&args.path)?;
+    let scenario_dir = scenario_path.parent().unwrap_or(Path::new(".")).to_owned();
+    let started_ms = now_ms();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| default_out(&scenario.name, started_ms));
+    let log_dir = out.join("logs");
+    std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
+    let rabbitmqctl: Vec<String> = args
+        .rabbitmqctl
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let environment = environment::describe(
+        &args.path,
+        &bytes,
+        &rabbitmqctl,
+        nnmon_report::format_utc(started_ms),
+    );
+    info!(scenario = %scenario.name, out = %out.display(), "running a scenario");
+
+    let prefix = format!(
+        "scenario.{}.{}.",
+        scenario.name,
+        uuid::Uuid::now_v7().simple()
+    );
+    let queues = QueueNames::with_prefix(&prefix);
+    let run_cancel = cancel.child_token();
+    let needs_proxy = scenario
+        .faults
+        .iter()
+        .any(|f| matches!(f.action, FaultAction::Partition { .. }));
+    let (service_url, proxy) = if needs_proxy {
+        let (upstream, _) =
+            proxy::reroute(&args.amqp_url, "").context("AMQP_URL has no host to proxy")?;
+        let proxy = proxy::Proxy::start(upstream, run_cancel.clone()).await?;
+        let (_, url) = proxy::reroute(&args.amqp_url, &proxy.address)
+            .context("AMQP_URL has no host to proxy")?;
+        (url, Some(proxy))
+    } else {
+        (args.amqp_url.clone(), None)
+    };
+    let settings = &scenario.services;
+    let mut env = vec![
+        ("AMQP_URL".to_owned(), service_url),
+        ("NNMON_QUEUE_PREFIX".to_owned(), prefix.clone()),
+        ("NNMON_LOG_DIR".to_owned(), log_dir.display().to_string()),
+        (
+            "NNMON_STATUS_INTERVAL".to_owned(),
+            settings.status_interval.unwrap_or(0.5).to_string(),
+        ),
+    ];
+    if let Some(prefetch) = settings.prefetch {
+        env.push(("NNMON_PREFETCH".to_owned(), prefetch.to_string()));
+    }
+    let exe = std::env::current_exe().context("finding the nnmon binary")?;
+    let mut services = Services::new(exe, env, &log_dir);
+    let confirmed_path = log_dir.join("confirmed_ids.txt");
+    let window = settings.window.unwrap_or(1000) as usize;
+    let mut probe = Probe::new(&log_dir, &confirmed_path, window);
+
+    let mut model_args = vec!["model".to_owned()];
+    if let Some(window) = settings.drift_window {
+        model_args.extend(["--drift-window".to_owned(), window.to_string()]);
+    }
+    let mut metric_args = vec!["metric".to_owned()];
+    if let Some(ttl) = settings.join_ttl {
+        metric_args.extend(["--join-ttl".to_owned(), ttl.to_string()]);
+    }
+    if let Some(window) = settings.window {
+        metric_args.extend(["--window".to_owned(), window.to_string()]);
+    }
+    let model_log = services.start("model", model_args.clone())?;
+    let metric_log = services.start("metric", metric_args)?;
+    probe.watch_model(model_log.clone(), 0);
+    probe.watch_metric(metric_log.clone());
+    let started = Instant::now();
+    let outcome = async {
+        wait_connected(
+            &mut services,
+            &[("model", model_log), ("metric", metric_log)],
+        )
+        .await?;
+        services.start(
+            "features",
+            vec![
+                "features".to_owned(),
+                "--scenario".to_owned(),
+                scenario_path.display().to_string(),
+                "--confirmed-ids".to_owned(),
+                confirmed_path.display().to_string(),
+            ],
+        )?;
+        drive(
+            &scenario,
+            &scenario_dir,
+            &args,
+            &rabbitmqctl,
+            &queues,
+            &mut services,
+            &mut probe,
+            proxy.as_ref(),
+            model_args,
+            &cancel,
+        )
+        .await
+    }
+    .await;
+    let stop_failures = services.stop_all(STOP_TIMEOUT).await;
+    let duration_s = started.elapsed().as_secs_f64();
+    run_cancel.cancel();
+    let mut driven = outcome?;
+    driven.failures.extend(stop_failures);
+    probe.poll(driven.load_seconds);
+    let dead_lettered = broker::depth(&args.amqp_url, &queues.dead_letter)
+        .await
+        .map(u64::from);
+    if let Err(error) = broker::delete_queues(&args.amqp_url, &queues.all()).await {
+        driven
+            .failures
+            .push(format!("deleting the run's queues: {error:#}"));
+    }
+    let dead_lettered = match dead_lettered {
+        Ok(count) => count,
+        Err(error) => {
+            driven
+                .failures
+                .push(format!("counting dead letters: {error:#}"));
+            0
+        }
+    };
+    let summary = judge(
+        &scenario,
+        &probe,
+        &log_dir,
+        dead_lettered,
+        driven,
+        duration_s,
+    );
+    let timeline = probe.timeline(|second| {
+        let plan = &scenario.plan;
+        plan.due_before(Duration::from_secs(second + 1))
+            - plan.due_before(Duration::from_secs(second))
+    });
+    report::write_all(&out, &scenario, &summary, &timeline, &environment)?;
+    print_summary(&summary, &out);
+    if !summary.hypothesis_held {
+        bail!(
+            "scenario {}: the hypothesis failed: {}",
+            scenario.name,
+            summary.hypothesis_failures.join("; ")
+        );
+    }
+    Ok(())
+}
+
+fn print_summary(summary: &Summary, out: &Path) {
+    let latency = &summary.latency_ms;
+    println!(
+        "{}: {} items confirmed, {} rows, exactly once: {}, {:.0} items/s, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} orphans, {} dead-lettered, {} alarms ({} false)",
+        summary.scenario,
+        summary.items_confirmed,
+        summary.rows,
+        summary.exactly_once,
+        summary.throughput_items_per_s,
+        latency.p50,
+        latency.p99,
+        latency.max,
+        summary.orphans,
+        summary.dead_lettered,
+        summary.alarms.len(),
+        summary.false_alarms,
+    );
+    for injection in &summary.injections {
+        println!(
+            "  injection at item {} ({}): detection delay {}",
+            injection.item,
+            injection.change,
+            injection
+                .detection_delay_items
+                .map_or_else(|| "none".to_owned(), |d| format!("{d} items"))
+        );
+    }
+    for step in &summary.steps {
+        if summary.steps.len() > 1 {
+            println!(
+                "  step {:.0} items/s offered: {:.0} achieved, p99 {}",
+                step.offered_items_per_s,
+                step.achieved_items_per_s,
+                step.latency_ms
+                    .map_or_else(|| "-".to_owned(), |l| format!("{:.1} ms", l.p99))
+            );
+        }
+    }
+    let verdict = if summary.hypothesis_held {
+        "held".to_owned()
+    } else {
+        format!("FAILED ({})", summary.hypothesis_failures.join("; "))
+    };
+    println!("hypothesis {verdict}; results in {}", out.display());
+}
+
+/// What [`drive`] did.
+struct Driven {
+    /// Problems met (each fails the hypothesis).
+    failures: Vec<String>,
+    faults: Vec<FaultRecord>,
+    /// For each model swap, planned item → the item it took effect at.
+    swapped_at: HashMap<u64, u64>,
+    /// Seconds after the load started when it ended.
+    load_seconds: f64,
+}
+
+/// Runs the load and the faults, then waits for the rows.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    scenario: &Scenario,
+    scenario_dir: &Path,
+    args: &ScenarioRunArgs,
+    rabbitmqctl: &[String],
+    queues: &QueueNames,
+    services: &mut Services,
+    probe: &mut Probe,
+    proxy: Option<&proxy::Proxy>,
+    model_args: Vec<String>,
+    cancel: &CancellationToken,
+) -> Result<Driven> {
+    let load_start = Instant::now();
+    let plan_seconds = scenario.plan.duration().as_secs_f64();
+    let bar = ProgressBar::new(plan_seconds.ceil() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} s  {msg}")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let mut pending = actions(scenario);
+    let mut swaps = swaps(scenario, scenario_dir);
+    // The item each swap took effect at: the first the new model predicted.
+    let mut swapped_at = HashMap::new();
+    let (report_tx, mut reports) = mpsc::unbounded_channel::<Report>();
+    let mut background = 0usize;
+    let mut failures = Vec::new();
+    let mut faults = Vec::new();
+    let mut ticker = tokio::time::interval(POLL);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut features_done = false;
+    let mut last_growth = Instant::now();
+    let mut rows_seen = 0;
+    let mut logged_second = u64::MAX;
+    loop {
+        let at = load_start.elapsed().as_secs_f64();
+        let next = pending.first().map(|(due, _)| load_start + *due);
+        tokio::select! {
+            _ = ticker.tick() => {
+                probe.poll(at);
+                while let Some(Action::SwapModel(item, _)) = swaps.first()
+                    && probe.predicted >= *item
+                {
+                    let swap = swaps.remove(0);
+                    let context = Setting { args, rabbitmqctl, queues, proxy, model_args: &model_args, load_start };
+                    background += 1;
+                    match act(swap, at, &context, services, probe, &report_tx).await {
+                        Ok(effective) => swapped_at.extend(effective),
+                        Err(error) => {
+                            failures.push(format!("{error:#}"));
+                            background -= 1;
+                        }
+                    }
+                }
+                let (rows, confirmed) = probe.rates_before(at);
+                let p99 = probe.p99_before(at).map_or_else(|| "-".to_owned(), |p| format!("{p:.1}"));
+                let offered = {
+                    let second = at.max(1.0).floor() - 1.0;
+                    scenario.plan.due_before(Duration::from_secs_f64(second + 1.0))
+                        - scenario.plan.due_before(Duration::from_secs_f64(second))
+                };
+                let message = format!(
+                    "offered {offered}/s, confirmed {confirmed}/s, achieved {rows}/s, p99 {p99} ms; {} rows of {} confirmed",
+                    probe.rows.len(), probe.confirmed.len()
+                );
+                bar.set_position(at.min(plan_seconds) as u64);
+                bar.set_message(message.clone());
+                if bar.is_hidden() && (at as u64).is_multiple_of(5) && at as u64 != logged_second {
+                    logged_second = at as u64;
+                    info!("{:.0} s: {message}", at);
+                }
+                if probe.rows.len() > rows_seen {
+                    rows_seen = probe.rows.len();
+                    last_growth = Instant::now();
+                }
+                if !features_done {
+                    if let Some(status) = services.exited("features")? {
+                        features_done = true;
+                        last_growth = Instant::now();
+                        if !status.success() {
+                            failures.push(format!("features exited with {status}"));
+                        }
+                    } else if at > plan_seconds + FEATURES_GRACE.as_secs_f64() {
+                        failures.push(format!("features had not finished {} s after its schedule ended: {}", FEATURES_GRACE.as_secs(), services.tail("features")));
+                        services.signal("features", true)?;
+                    }
+                }
+                if features_done && !swaps.is_empty() {
+                    failures.push(format!("{} model swaps never happened: model did not get that far", swaps.len()));
+                    swaps.clear();
+                }
+                if features_done && pending.is_empty() && background == 0 {
+                    let complete = probe.rows.len() >= probe.confirmed.len() && {
+                        let ids: HashSet<&str> = probe.rows.iter().map(|(id, _)| id.as_str()).collect();
+                        probe.confirmed.iter().all(|id| ids.contains(id.as_str()))
+                    };
+                    if complete {
+                        // Duplicates would come after the last new row: give them time.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        break;
+                    }
+                    if last_growth.elapsed() > DRAIN_STALL {
+                        break;
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(next.unwrap_or(load_start)), if next.is_some() => {
+                let (_, action) = pending.remove(0);
+                // Every action ends with one `Report::Done`, some from a background task.
+                background += 1;
+                let context = Setting { args, rabbitmqctl, queues, proxy, model_args: &model_args, load_start };
+                if let Err(error) = act(action, at, &context, services, probe, &report_tx).await {
+                    failures.push(format!("{error:#}"));
+                    background -= 1;
+                }
+            }
+            Some(report) = reports.recv() => match report {
+                Report::Event { at, what } => probe.event(at, what),
+                Report::Done { at, what, error } => {
+                    background -= 1;
+                    if let Some(error) = &error {
+                        failures.push(format!("{what}: {error}"));
+                    }
+                    faults.push(FaultRecord { seconds: at, fault: what, error });
+                }
+            },
+            () = cancel.cancelled() => {
+                failures.push("interrupted".to_owned());
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    faults.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    Ok(Driven {
+        failures,
+        faults,
+        swapped_at,
+        load_seconds: load_start.elapsed().as_secs_f64(),
+    })
+}
+
+/// What actions need besides the services: the run's setting.
+struct Setting<'a> {
+    args: &'a ScenarioRunArgs,
+    rabbitmqctl: &'a [String],
+    queues: &'a QueueNames,
+    proxy: Option<&'a proxy::Proxy>,
+    model_args: &'a [String],
+    load_start: Instant,
+}
+
+/// Carries out one action at `at` seconds, marking it on the timeline; it ends with one
+/// [`Report::Done`] (sent from a background task for the slow ones) unless it fails here.
+/// A model swap returns its planned item and the item it took effect at.
+async fn act(
+    action: Action,
+    at: f64,
+    context: &Setting<'_>,
+    services: &mut Services,
+    probe: &mut Probe,
+    reports: &mpsc::UnboundedSender<Report>,
+) -> Result<Option<(u64, u64)>> {
+    let event = |what: &str| {
+        let _ = reports.send(Report::Event {
+            at,
+            what: what.to_owned(),
+        });
+    };
+    let done = |what: String, error: Option<String>| {
+        let _ = reports.send(Report::Done { at, what, error });
+    };
+    match action {
+        Action::Signal { service, kill } => {
+            let what = format!("{} {service}", if kill { "sigkill" } else { "sigterm" });
+            event(&what);
+            services.signal(service, kill)?;
+            done(what, None);
+        }
+        Action::Restart(service) => {
+            if services.is_known(service) {
+                services.reap(service, STOP_TIMEOUT).await?;
+            }
+            let before = model_items(services, probe);
+            let stderr = services.restart(service)?;
+            match service {
+                "model" => probe.watch_model(stderr, before),
+                _ => probe.watch_metric(stderr),
+            }
+            event(&format!("restart {service}"));
+            done(format!("restart {service}"), None);
+        }
+        Action::Hold(hold) => {
+            context.proxy.context("no proxy")?.hold(hold);
+            let what = if hold {
+                "partition"
+            } else {
+                "partition healed"
+            };
+            event(what);
+            done(what.to_owned(), None);
+        }
+        Action::SwapModel(item, path) => {
+            services.signal("model", false)?;
+            services.reap("model", STOP_TIMEOUT).await?;
+            let effective = model_items(services, probe);
+            let file = path.file_name().unwrap_or_default().to_string_lossy();
+            let what = format!("model swapped to {file} at item {effective}");
+            event(&what);
+            let mut args = context.model_args.to_vec();
+            args.extend(["--coefficients".to_owned(), path.display().to_string()]);
+            services.set_args("model", args);
+            probe.watch_model(services.restart("model")?, effective);
+            done(what, None);
+            return Ok(Some((item, effective)));
+        }
+        Action::Poison(count) => {
+            let url = context.args.amqp_url.clone();
+            let targets = [
+                context.queues.features.clone(),
+                context.queues.y_true.clone(),
+            ];
+            let what = format!("{count} poison messages");
+            event(&what);
+            let reports = reports.clone();
+            tokio::spawn(async move {
+                let result = broker::publish_poison(&url, [&targets[0], &targets[1]], count).await;
+                let error = result.err().map(|e| format!("{e:#}"));
+                let _ = reports.send(Report::Done { at, what, error });
+            });
+        }
+        Action::BrokerRestart(down) => {
+            let command = context.rabbitmqctl.to_vec();
+            let load_start = context.load_start;
+            event("broker stop_app");
+            let reports = reports.clone();
+            tokio::spawn(async move {
+                let result = async {
+                    broker::rabbitmqctl(&command, &["stop_app"]).await?;
+                    tokio::time::sleep(down).await;
+                    let _ = reports.send(Report::Event {
+                        at: load_start.elapsed().as_secs_f64(),
+                        what: "broker start_app".to_owned(),
+                    });
+                    broker::rabbitmqctl(&command, &["start_app"]).await?;
+                    broker::rabbitmqctl(&command, &["await_startup"]).await
+                }
+                .await;
+                let what = format!("broker app stopped for {} s", down.as_secs_f64());
+                let error = result.err().map(|e| format!("{e:#}"));
+                let _ = reports.send(Report::Done { at, what, error });
+            });
+        }
+    }
+    Ok(None)
+}
+
+/// Items the model's earlier starts predicted, from the last count each one logged (the
+/// last start's final line once it has stopped).
+fn model_items(services: &Services, probe: &Probe) -> u64 {
+    services
+        .stderr("model")
+        .map_or(0, |stderr| probe.model_items(stderr))
+}
+
+/// Judges the run from what the probe saw.
+fn judge(
+    scenario: &Scenario,
+    probe: &Probe,
+    log_dir: &Path,
+    dead_lettered: u64,
+    driven: Driven,
+    duration_s: f64,
+) -> Summary {
+    let Driven {
+        mut failures,
+        faults,
+        swapped_at,
+        ..
+    } = driven;
+    // A model swap counts from the item it took effect at.
+    let drifts: Vec<Drift> = scenario
+        .drifts
+        .iter()
+        .map(|drift| Drift {
+            item: swapped_at.get(&drift.item).copied().unwrap_or(drift.item),
+            change: drift.change.clone(),
+        })
+        .collect();
+    let delivery = check_delivery(
+        probe.confirmed.iter().map(String::as_str),
+        probe.rows.iter().map(|(id, _)| id.as_str()),
+    );
+    let mut alarms = probe.alarms.clone();
+    alarms.sort_by_key(|a| a.item);
+    let score = score_alarms(&drifts, &alarms);
+    let mut hypothesis_failures = check_hypothesis(
+        &scenario.hypothesis,
+        &Observed {
+            delivery: &delivery,
+            score: &score,
+            dead_lettered,
+        },
+    );
+    hypothesis_failures.append(&mut failures);
+    let latencies: Vec<u64> = probe.rows.iter().filter_map(|(_, l)| *l).collect();
+    let orphans = std::fs::read_to_string(log_dir.join("orphans.csv"))
+        .map_or(0, |text| text.lines().count().saturating_sub(1) as u64);
+    let throughput = if probe.last_row_at > 0.0 {
+        probe.rows.len() as f64 / probe.last_row_at
+    } else {
+        0.0
+    };
+    Summary {
+        scenario: scenario.name.clone(),
+        seed: scenario.seed,
+        items_confirmed: probe.confirmed.len() as u64,
+        rows: probe.rows.len() as u64,
+        exactly_once: delivery.exactly_once(),
+        delivery,
+        throughput_items_per_s: throughput,
+        latency_ms: Latency::of_micros(&latencies).unwrap_or_default(),
+        orphans,
+        dead_lettered,
+        alarms: score.alarms,
+        false_alarms: score.false_alarms,
+        injections: score.injections,
+        faults,
+        steps: steps(scenario, probe),
+        hypothesis_held: hypothesis_failures.is_empty(),
+        hypothesis_failures,
+        duration_s,
+    }
+}
+
+/// Each load step's offered and achieved rate and its items' latency. An item's step is
+/// found from its place in the confirmed IDs (features confirms in sending order, except
+/// for items sent again after a lost connection).
+fn steps(scenario: &Scenario, probe: &Probe) -> Vec<StepSummary> {
+    let plan = &scenario.plan;
+    let position: HashMap<&str, u64> = probe
+        .confirmed
+        .iter()
+        .enumerate()
+        .map(|(index, id)| (id.as_str(), index as u64))
+        .collect();
+    let mut latencies = vec![Vec::new(); plan.steps().len()];
+    for (id, latency) in &probe.rows {
+        if let (Some(index), Some(latency)) = (position.get(id.as_str()), latency) {
+            latencies[plan.step_of(*index)].push(*latency);
+        }
+    }
+    let timeline = probe.timeline(|_| 0);
+    plan.steps()
+        .iter()
+        .zip(plan.step_times())
+        .zip(latencies)
+        .map(|((step, (start, end)), latencies)| {
+            let seconds: Vec<u64> = timeline
+                .iter()
+                .filter(|row| {
+                    let second = Duration::from_secs(row.second);
+                    second >= start && second + Duration::from_secs(1) <= end
+                })
+                .map(|row| row.achieved_per_s)
+                .collect();
+            let achieved = if seconds.is_empty() {
+                0.0
+            } else {
+                seconds.iter().sum::<u64>() as f64 / seconds.len() as f64
+            };
+            StepSummary {
+                offered_items_per_s: step.rate,
+                achieved_items_per_s: achieved,
+                latency_ms: Latency::of_micros(&latencies),
+            }
+        })
+        .collect()
+}
+
+/// Prints two runs side by side.
+pub fn compare_runs(args: ScenarioCompareArgs) -> Result<()> {
+    let a = report::read_summary(&args.a)?;
+    let b = report::read_summary(&args.b)?;
+    let lines = compare(&a, &b);
+    print!(
+        "{}",
+        format_comparison(
+            &lines,
+            &args.a.display().to_string(),
+            &args.b.display().to_string()
+        )
+    );
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! The shipped short scenarios, end to end: `nnmon scenario run` against the broker at
+//! `AMQP_URL` (or a container of its own), the real services as processes, and its exit
+//! code and `summary.json` checked. `broker-restart` has a binary of its own
+//! (`tests/scenario_broker_restart.rs`), `load-steps` is not run here (about a minute and
+//! a half of load; `just scenarios` runs it).
+//!
+//! The scenarios run one at a time (they measure; running them side by side on a small
+//! machine would only slow each down).
+
+mod common;
+
+use common::{TestBroker, broker};
+use nnmon_scenario::{AlarmKind, Summary};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use tokio::sync::Mutex;
+
+static ONE_AT_A_TIME: Mutex<()> = Mutex::const_new(());
+
+fn shipped(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(format!("{name}.toml"))
+}
+
+/// Runs `nnmon scenario run FILE --out OUT` against `broker`.
+async fn run(broker: &TestBroker, file: &Path, out: &Path) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_nnmon"))
+        .args(["scenario", "run"])
+        .arg(file)
+        .arg("--out")
+        .arg(out)
+        .env("AMQP_URL", &broker.url)
+        .env("NO_COLOR", "1")
+        .output()
+        .await
+        .expect("nnmon runs")
+}
+
+fn summary(out: &Path) -> Summary {
+    let text = std::fs::read_to_string(out.join("summary.json")).expect("summary.json");
+    serde_json::from_str(&text).expect("a summary")
+}
+
+fn explain(output: &Output) -> String {
+    format!(
+        "exit {}\nstdout:\n{}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Runs a shipped scenario, which must pass; returns its summary and folder.
+async fn passes(name: &str) -> Option<(Summary, tempfile::TempDir)> {
+    let broker = broker().await?;
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let out = tempfile::tempdir().expect("tempdir");
+    let output = run(&broker, &shipped(name), out.path()).await;
+    assert!(output.status.success(), "{name}: {}", explain(&output));
+    let summary = summary(out.path());
+    assert!(summary.hypothesis_held, "{summary:?}");
+    assert!(summary.exactly_once, "{summary:?}");
+    assert_eq!(summary.rows, summary.items_confirmed, "{summary:?}");
+    Some((summary, out))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn baseline_sends_every_item_once_and_writes_the_whole_folder() {
+    let Some((summary, out)) = passes("baseline").await else {
+        return;
+    };
+    assert_eq!(summary.items_confirmed, 6000);
+    assert_eq!(summary.false_alarms, 0);
+    assert!(summary.latency_ms.p50 > 0.0 && summary.latency_ms.p50 <= summary.latency_ms.p99);
+    for file in [
+        "timeline.csv",
+        "env.json",
+        "report.md",
+        "rate_latency.png",
+        "mae.png",
+    ] {
+        assert!(out.path().join(file).is_file(), "{file} missing");
+    }
+    let timeline = std::fs::read_to_string(out.path().join("timeline.csv")).expect("timeline");
+    let mut lines = timeline.lines();
+    assert!(
+        lines
+            .next()
+            .expect("header")
+            .starts_with("second,offered_per_s,confirmed_per_s,achieved_per_s,latency_p50_ms")
+    );
+    let rows_per_second: u64 = lines
+        .map(|line| {
+            line.split(',')
+                .nth(3)
+                .expect("achieved")
+                .parse::<u64>()
+                .expect("a count")
+        })
+        .sum();
+    assert_eq!(
+        rows_per_second, summary.rows,
+        "the timeline accounts for every row"
+    );
+    let env: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(out.path().join("env.json")).expect("env.json"),
+    )
+    .expect("JSON");
+    for key in [
+        "git_revision",
+        "git_dirty",
+        "nnmon_version",
+        "rustc",
+        "broker_version",
+        "os",
+        "cpu_model",
+        "cpu_cores",
+        "scenario_sha256",
+    ] {
+        assert!(env.get(key).is_some(), "env.json lacks {key}: {env}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feature_shift_raises_the_alarm_on_that_feature() {
+    let Some((summary, _out)) = passes("drift-feature").await else {
+        return;
+    };
+    let delay = summary.injections[0]
+        .detection_delay_items
+        .expect("detected");
+    assert!(delay <= 1000, "{summary:?}");
+    assert!(
+        summary
+            .alarms
+            .iter()
+            .any(|a| a.kind == AlarmKind::FeatureDrift
+                && a.feature.as_deref() == Some("bmi")
+                && a.detection_delay_items.is_some()),
+        "{summary:?}"
+    );
+    assert_eq!(summary.false_alarms, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_model_raises_the_error_alarm() {
+    let Some((summary, _out)) = passes("drift-model").await else {
+        return;
+    };
+    assert!(
+        summary
+            .alarms
+            .iter()
+            .any(|a| a.kind == AlarmKind::ErrorDrift && a.detection_delay_items.is_some()),
+        "{summary:?}"
+    );
+    assert!(
+        summary
+            .faults
+            .iter()
+            .any(|f| f.fault.starts_with("model swapped")),
+        "{summary:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_outage_longer_than_the_join_ttl_loses_nothing() {
+    let Some((summary, _out)) = passes("model-outage").await else {
+        return;
+    };
+    assert_eq!(summary.orphans, 0, "{summary:?}");
+    assert!(
+        summary.faults.iter().all(|f| f.error.is_none()),
+        "{summary:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_longer_than_the_heartbeat_loses_nothing() {
+    let Some((summary, _out)) = passes("partition").await else {
+        return;
+    };
+    assert!(
+        summary.faults.iter().any(|f| f.fault == "partition healed"),
+        "{summary:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poison_flood_is_dead_lettered_and_the_good_items_still_arrive() {
+    let Some((summary, _out)) = passes("poison-flood").await else {
+        return;
+    };
+    assert_eq!(summary.dead_lettered, 2000, "{summary:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_hypothesis_exits_non_zero_and_says_why() {
+    let Some(broker) = broker().await else { return };
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("impossible.toml");
+    std::fs::write(
+        &file,
+        "seed = 9\n[load]\ncount = 200\nrate = 200\n[hypothesis]\ndead_lettered = 7\n",
+    )
+    .expect("write");
+    let out = dir.path().join("out");
+    let output = run(&broker, &file, &out).await;
+    assert_eq!(output.status.code(), Some(1), "{}", explain(&output));
+    let summary = summary(&out);
+    assert!(!summary.hypothesis_held);
+    assert!(summary.exactly_once, "{summary:?}");
+    assert_eq!(
+        summary.hypothesis_failures,
+        ["dead_lettered: 0 messages dead-lettered, 7 expected"]
+    );
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("the hypothesis failed"),
+        "{}",
+        explain(&output)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_file_gives_the_same_items_and_verdict_and_compare_shows_both() {
+    let Some(broker) = broker().await else { return };
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("twice.toml");
+    std::fs::write(
+        &file,
+        "seed = 11\n[load]\ncount = 600\nrate = 300\n\
+         [[inject]]\nitem = 300\nkind = \"label\"\nsd = 1\n",
+    )
+    .expect("write");
+    let mut truths = Vec::new();
+    for run_name in ["a", "b"] {
+        let out = dir.path().join(run_name);
+        let output = run(&broker, &file, &out).await;
+        assert!(output.status.success(), "{}", explain(&output));
+        let log = std::fs::read_to_string(out.join("logs/metric_log.csv")).expect("log");
+        let mut values: Vec<String> = csv::Reader::from_reader(log.as_bytes())
+            .records()
+            .map(|r| r.expect("a row")[1].to_owned())
+            .collect();
+        values.sort();
+        truths.push(values);
+    }
+    assert_eq!(truths[0].len(), 600);
+    assert_eq!(truths[0], truths[1], "the same seed draws the same rows");
+    let (a, b) = (
+        summary(&dir.path().join("a")),
+        summary(&dir.path().join("b")),
+    );
+    assert_eq!(a.hypothesis_held, b.hypothesis_held);
+    assert_eq!(a.injections[0].item, b.injections[0].item);
+    let compared = std::process::Command::new(env!("CARGO_BIN_EXE_nnmon"))
+        .args(["scenario", "compare"])
+        .arg(dir.path().join("a"))
+        .arg(dir.path().join("b/summary.json"))
+        .output()
+        .expect("compare runs");
+    assert!(compared.status.success(), "{}", explain(&compared));
+    let table = String::from_utf8_lossy(&compared.stdout);
+    assert!(table.contains("latency_ms.p99"), "{table}");
+    assert!(table.contains("items_confirmed"), "{table}");
+    assert!(table.contains("%"), "{table}");
+}
