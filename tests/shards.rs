@@ -9,31 +9,10 @@ use lapin::options::{BasicGetOptions, QueueDeleteOptions};
 use nnmon::services::Topology;
 use nnmon_broker::{Broker, BrokerError, BrokerUrls, QueueType, RetryPolicy, message_properties};
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const ITEMS: usize = 1200;
-
-/// Polls `check` every 100 ms until it gives a value, or panics after `timeout`.
-async fn eventually<T>(
-    pipeline: &Pipeline,
-    timeout: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not after {timeout:?}\n{}",
-            pipeline.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// The IDs of a metric log, each once, and how many rows it has.
 fn ids_of(log: &std::path::Path) -> (HashSet<String>, usize) {
@@ -64,26 +43,14 @@ async fn two_shards_one_killed_mid_stream_log_every_item_once_and_plot_shows_the
             &format!("127.0.0.1:{port}"),
         ],
     );
-    let ids = pipeline.confirmed_ids_path();
-    let count = ITEMS.to_string();
-    pipeline.start(
-        "features",
-        &[
-            "features",
-            "--delay",
-            "0.004",
-            "--count",
-            &count,
-            "--confirmed-ids",
-            ids.to_str().expect("utf-8 path"),
-        ],
-    );
+    pipeline.start_features(ITEMS, "0.004");
     // A quarter of shard 1's share in, kill it without warning, and start it again.
     let shard_1 = pipeline.shard_log(1);
-    eventually(&pipeline, MINUTE, "150 rows in shard 1", || {
-        (rows_of(&shard_1).len() >= 150).then_some(())
-    })
-    .await;
+    pipeline
+        .eventually(MINUTE, "150 rows in shard 1", || {
+            (rows_of(&shard_1).len() >= 150).then_some(())
+        })
+        .await;
     pipeline.kill("metric-1");
     tokio::time::sleep(Duration::from_millis(500)).await;
     pipeline.start("metric-1", &["metric", "--shard", "1"]);
@@ -93,11 +60,12 @@ async fn two_shards_one_killed_mid_stream_log_every_item_once_and_plot_shows_the
     let confirmed: HashSet<String> = pipeline.confirmed_ids().into_iter().collect();
     assert_eq!(confirmed.len(), ITEMS, "features confirmed every item once");
     let logs = [pipeline.shard_log(0), pipeline.shard_log(1)];
-    eventually(&pipeline, MINUTE, "every item in a shard's log", || {
-        let rows: usize = logs.iter().map(|log| rows_of(log).len()).sum();
-        (rows >= ITEMS).then_some(())
-    })
-    .await;
+    pipeline
+        .eventually(MINUTE, "every item in a shard's log", || {
+            let rows: usize = logs.iter().map(|log| rows_of(log).len()).sum();
+            (rows >= ITEMS).then_some(())
+        })
+        .await;
     // Duplicates would arrive after the last new row: give them time to show.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (ids_0, rows_0) = ids_of(&logs[0]);
@@ -114,10 +82,11 @@ async fn two_shards_one_killed_mid_stream_log_every_item_once_and_plot_shows_the
     );
 
     // The view of all shards: plot's summary and its combined log hold the union, once.
-    let summary = eventually(&pipeline, MINUTE, "plot showing every row", || {
-        api_summary(&base).filter(|s| s["rows"].as_u64() == Some(ITEMS as u64))
-    })
-    .await;
+    let summary = pipeline
+        .eventually(MINUTE, "plot showing every row", || {
+            api_summary(&base).filter(|s| s["rows"].as_u64() == Some(ITEMS as u64))
+        })
+        .await;
     println!(
         "plot: {} rows, shards {}",
         summary["rows"], summary["shards"]
@@ -133,10 +102,11 @@ async fn two_shards_one_killed_mid_stream_log_every_item_once_and_plot_shows_the
     assert_eq!(combined_rows, ITEMS, "the combined log has a row twice");
     assert_eq!(combined, union);
     // Each shard's status (the join's health) reaches the view too, merged.
-    let summary = eventually(&pipeline, MINUTE, "both shards' status in the view", || {
-        api_summary(&base).filter(|s| s["shards"]["status"] == serde_json::json!([true, true]))
-    })
-    .await;
+    let summary = pipeline
+        .eventually(MINUTE, "both shards' status in the view", || {
+            api_summary(&base).filter(|s| s["shards"]["status"] == serde_json::json!([true, true]))
+        })
+        .await;
     assert_eq!(summary["metric"]["orphans"], 0, "{}", summary["metric"]);
     assert_eq!(
         summary["metric"]["dead_lettered"], 0,

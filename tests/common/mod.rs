@@ -504,19 +504,32 @@ impl Pipeline {
 
     /// Waits until `metric_log.csv` holds at least `count` rows.
     pub async fn wait_for_rows(&self, count: usize, timeout: Duration) -> Vec<Row> {
+        let what = format!("{count} rows in {}", self.metric_log().display());
+        self.eventually(timeout, &what, || {
+            let rows = self.rows();
+            (rows.len() >= count).then_some(rows)
+        })
+        .await
+    }
+
+    /// Polls `check` every 100 ms until it gives a value; after `timeout`, fails saying
+    /// `what` was awaited, with the services' logs.
+    pub async fn eventually<T>(
+        &self,
+        timeout: Duration,
+        what: &str,
+        mut check: impl FnMut() -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + timeout;
         loop {
-            let rows = self.rows();
-            if rows.len() >= count {
-                return rows;
+            if let Some(value) = check() {
+                return value;
             }
-            if Instant::now() > deadline {
-                panic!(
-                    "only {} of {count} rows after {timeout:?}\n{}",
-                    rows.len(),
-                    self.logs()
-                );
-            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not after {timeout:?}\n{}",
+                self.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
