@@ -1,6 +1,9 @@
-//! What the broker benches share: where the broker and the binary are, queue plumbing, and
-//! a cheap line counter for a growing CSV file.
+//! What the broker benches share: where the broker and the binary are, queue plumbing, a
+//! cheap line counter for a growing CSV file, and runs of the pipeline and of the bare
+//! broker ([`run`]).
 #![allow(dead_code)] // each bench uses its own part
+
+pub mod run;
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
