@@ -216,7 +216,7 @@ fn last_predicted(logs: &str, replica: &str) -> u64 {
         .lines()
         .filter_map(|line| line.split_once(" items predicted"))
         .filter_map(|(before, _)| before.rsplit(' ').next()?.parse().ok())
-        .last()
+        .next_back()
         .unwrap_or(0)
 }
 

@@ -135,8 +135,6 @@ fn read_log(log: &Path) -> (SystemTime, Vec<u64>) {
 }
 
 /// One run of the real pipeline.
-
-/// One run of the real pipeline.
 pub struct PipelineRun {
     /// From the first item published to the last row seen in the logs.
     pub elapsed: Duration,
