@@ -8,6 +8,9 @@ use lapin::options::{
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
 
 /// The first URL of a comma-separated list.
 fn first(url: &str) -> &str {
@@ -95,14 +98,14 @@ pub async fn delete_queues(url: &str, queues: &[&str]) -> Result<()> {
 }
 
 /// Runs `rabbitmqctl <args>` as `command` says (`rabbitmqctl`, or e.g. `docker exec NAME
-/// rabbitmqctl`); an error says what it printed.
-pub async fn rabbitmqctl(command: &[String], args: &[&str]) -> Result<()> {
+/// rabbitmqctl`); an error says what it printed. Blocking: it runs on the thread of a
+/// [`BrokerRestart`], which must outlive the async runtime.
+pub fn rabbitmqctl(command: &[String], args: &[&str]) -> Result<()> {
     let (program, rest) = command.split_first().context("no rabbitmqctl command")?;
-    let output = tokio::process::Command::new(program)
+    let output = std::process::Command::new(program)
         .args(rest)
         .args(args)
         .output()
-        .await
         .with_context(|| format!("running {program}"))?;
     if !output.status.success() {
         bail!(
@@ -114,4 +117,78 @@ pub async fn rabbitmqctl(command: &[String], args: &[&str]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// How many times `start_app` is tried before the restart is called failed.
+const START_ATTEMPTS: u32 = 5;
+/// The pause between two tries of `start_app`.
+const START_RETRY_PAUSE: Duration = Duration::from_secs(2);
+
+/// A `broker-restart` fault in progress: `stop_app`, the pause, then `start_app` (retried)
+/// and `await_startup`, on a thread of its own. Dropping it cuts the pause short and
+/// waits until the app has been started again, so no way out of the runner (an error,
+/// Ctrl-C, the shutdown deadline dropping the run, a panic) leaves the broker stopped.
+pub struct BrokerRestart {
+    /// Dropped to end the pause early.
+    hurry: Option<mpsc::Sender<()>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl BrokerRestart {
+    /// Stops the app of the broker `command` reaches for `down`; `starting` is called
+    /// before `start_app`, `done` with the outcome once the app is up (or given up on).
+    pub fn start(
+        command: Vec<String>,
+        down: Duration,
+        starting: impl FnOnce() + Send + 'static,
+        done: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> Result<Self> {
+        let (hurry, pause) = mpsc::channel::<()>();
+        let thread = thread::Builder::new()
+            .name("broker-restart".into())
+            .spawn(move || {
+                // A failed stop_app may still have stopped part of the app: start it anyway.
+                let stopped = rabbitmqctl(&command, &["stop_app"]);
+                // Ends early once the sender is dropped (nothing is ever sent).
+                let _ = pause.recv_timeout(down);
+                starting();
+                done(stopped.and(start_app(&command)));
+            })
+            .context("starting the broker-restart thread")?;
+        Ok(Self {
+            hurry: Some(hurry),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for BrokerRestart {
+    fn drop(&mut self) {
+        drop(self.hurry.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// `start_app` until it succeeds (at most [`START_ATTEMPTS`] times), then `await_startup`.
+fn start_app(command: &[String]) -> Result<()> {
+    let mut attempt = 1;
+    loop {
+        match rabbitmqctl(command, &["start_app"])
+            .and_then(|()| rabbitmqctl(command, &["await_startup"]))
+        {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt >= START_ATTEMPTS => {
+                return Err(error.context(format!(
+                    "the broker app did not start after {START_ATTEMPTS} tries"
+                )));
+            }
+            Err(error) => {
+                tracing::warn!("starting the broker app again (try {attempt}): {error:#}");
+                attempt += 1;
+                thread::sleep(START_RETRY_PAUSE);
+            }
+        }
+    }
 }

@@ -258,6 +258,7 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     probe.watch_model(model_log.clone(), 0);
     probe.watch_metric(metric_log.clone());
     let started = Instant::now();
+    let mut restarts = Vec::new();
     let outcome = async {
         wait_connected(
             &mut services,
@@ -284,11 +285,15 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
             &mut probe,
             proxy.as_ref(),
             model_args,
+            &mut restarts,
             &cancel,
         )
         .await
     }
     .await;
+    // Waits for a broker restart cut short by Ctrl-C or an error to start the app again
+    // (dropped with the run, e.g. by the shutdown deadline, it waits all the same).
+    drop(restarts);
     let stop_failures = services.stop_all(STOP_TIMEOUT).await;
     let duration_s = started.elapsed().as_secs_f64();
     run_cancel.cancel();
@@ -406,6 +411,7 @@ async fn drive(
     probe: &mut Probe,
     proxy: Option<&proxy::Proxy>,
     model_args: Vec<String>,
+    restarts: &mut Vec<broker::BrokerRestart>,
     cancel: &CancellationToken,
 ) -> Result<Driven> {
     let load_start = Instant::now();
@@ -442,7 +448,7 @@ async fn drive(
                     let swap = swaps.remove(0);
                     let context = Setting { args, rabbitmqctl, queues, proxy, model_args: &model_args, load_start };
                     background += 1;
-                    match act(swap, at, &context, services, probe, &report_tx).await {
+                    match act(swap, at, &context, services, probe, &report_tx, restarts).await {
                         Ok(effective) => swapped_at.extend(effective),
                         Err(error) => {
                             failures.push(format!("{error:#}"));
@@ -507,7 +513,7 @@ async fn drive(
                 // Every action ends with one `Report::Done`, some from a background task.
                 background += 1;
                 let context = Setting { args, rabbitmqctl, queues, proxy, model_args: &model_args, load_start };
-                if let Err(error) = act(action, at, &context, services, probe, &report_tx).await {
+                if let Err(error) = act(action, at, &context, services, probe, &report_tx, restarts).await {
                     failures.push(format!("{error:#}"));
                     background -= 1;
                 }
@@ -558,6 +564,7 @@ async fn act(
     services: &mut Services,
     probe: &mut Probe,
     reports: &mpsc::UnboundedSender<Report>,
+    restarts: &mut Vec<broker::BrokerRestart>,
 ) -> Result<Option<(u64, u64)>> {
     let event = |what: &str| {
         let _ = reports.send(Report::Event {
@@ -628,26 +635,24 @@ async fn act(
             });
         }
         Action::BrokerRestart(down) => {
-            let command = context.rabbitmqctl.to_vec();
-            let load_start = context.load_start;
             event("broker stop_app");
-            let reports = reports.clone();
-            tokio::spawn(async move {
-                let result = async {
-                    broker::rabbitmqctl(&command, &["stop_app"]).await?;
-                    tokio::time::sleep(down).await;
-                    let _ = reports.send(Report::Event {
+            let load_start = context.load_start;
+            let what = format!("broker app stopped for {} s", down.as_secs_f64());
+            let (starting, done) = (reports.clone(), reports.clone());
+            restarts.push(broker::BrokerRestart::start(
+                context.rabbitmqctl.to_vec(),
+                down,
+                move || {
+                    let _ = starting.send(Report::Event {
                         at: load_start.elapsed().as_secs_f64(),
                         what: "broker start_app".to_owned(),
                     });
-                    broker::rabbitmqctl(&command, &["start_app"]).await?;
-                    broker::rabbitmqctl(&command, &["await_startup"]).await
-                }
-                .await;
-                let what = format!("broker app stopped for {} s", down.as_secs_f64());
-                let error = result.err().map(|e| format!("{e:#}"));
-                let _ = reports.send(Report::Done { at, what, error });
-            });
+                },
+                move |result| {
+                    let error = result.err().map(|e| format!("{e:#}"));
+                    let _ = done.send(Report::Done { at, what, error });
+                },
+            )?);
         }
     }
     Ok(None)
