@@ -268,3 +268,91 @@ async fn the_same_file_gives_the_same_items_and_verdict_and_compare_shows_both()
     assert!(table.contains("items_confirmed"), "{table}");
     assert!(table.contains("%"), "{table}");
 }
+
+/// The live processes (not zombies) whose environment holds `entry`, with their
+/// environments.
+fn processes_with_env(entry: &str) -> Vec<(u32, String)> {
+    let mut found = Vec::new();
+    for process in std::fs::read_dir("/proc").expect("/proc") {
+        let path = process.expect("an entry").path();
+        let Some(pid) = path
+            .file_name()
+            .and_then(|n| n.to_str()?.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let (Ok(environ), Ok(stat)) = (
+            std::fs::read(path.join("environ")),
+            std::fs::read_to_string(path.join("stat")),
+        ) else {
+            continue;
+        };
+        let environ = String::from_utf8_lossy(&environ).replace('\0', "\n");
+        let zombie = stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'));
+        if !zombie && environ.lines().any(|line| line == entry) {
+            found.push((pid, environ));
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_runner_takes_its_services_with_it() {
+    let Some(broker) = broker().await else { return };
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("long.toml");
+    std::fs::write(&file, "seed = 5\n[load]\ncount = 100000\nrate = 50\n").expect("write");
+    let out = dir.path().join("out");
+    let mut runner = std::process::Command::new(env!("CARGO_BIN_EXE_nnmon"))
+        .args(["scenario", "run"])
+        .arg(&file)
+        .arg("--out")
+        .arg(&out)
+        .env("AMQP_URL", &broker.url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("nnmon runs");
+    let marker = format!("NNMON_LOG_DIR={}", out.join("logs").display());
+    let mut services = Vec::new();
+    for _ in 0..600 {
+        services = processes_with_env(&marker);
+        if services.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        services.len(),
+        3,
+        "model, metric and features never all ran"
+    );
+    let prefix = services[0]
+        .1
+        .lines()
+        .find_map(|line| line.strip_prefix("NNMON_QUEUE_PREFIX="))
+        .expect("a queue prefix")
+        .to_owned();
+    runner.kill().expect("SIGKILL the runner");
+    runner.wait().expect("the runner exits");
+    let mut left = services.clone();
+    for _ in 0..600 {
+        left = processes_with_env(&marker);
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let connection = common::connect_any(&broker.url).await.expect("connect");
+    let channel = connection.create_channel().await.expect("channel");
+    for queue in nnmon_proto::QueueNames::with_prefix(&prefix).all() {
+        let _ = channel
+            .queue_delete(queue.into(), lapin::options::QueueDeleteOptions::default())
+            .await;
+    }
+    let pids: Vec<u32> = left.iter().map(|(pid, _)| *pid).collect();
+    assert!(pids.is_empty(), "services outlived the runner: {pids:?}");
+}

@@ -81,7 +81,26 @@ impl Services {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(stderr)
-            .kill_on_drop(true);
+            .kill_on_drop(true)
+            // A group of its own: a Ctrl-C in the terminal reaches only the runner, which
+            // then stops the services in order.
+            .process_group(0);
+        let runner = std::process::id();
+        // SAFETY: the closure runs in the forked child before exec and calls only
+        // async-signal-safe functions (prctl, getppid); it allocates nothing.
+        unsafe {
+            command.pre_exec(move || {
+                // A runner that dies, even SIGKILLed, takes its services with it.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // The runner died before prctl took effect: no signal will come.
+                if libc::getppid() != runner as libc::pid_t {
+                    return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+                }
+                Ok(())
+            });
+        }
         for key in CLEARED_ENV {
             command.env_remove(key);
         }
