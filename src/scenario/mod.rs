@@ -297,13 +297,23 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     let stop_failures = services.stop_all(STOP_TIMEOUT).await;
     let duration_s = started.elapsed().as_secs_f64();
     run_cancel.cancel();
-    let mut driven = outcome?;
-    driven.failures.extend(stop_failures);
-    probe.poll(driven.load_seconds);
     let dead_lettered = broker::depth(&args.amqp_url, &queues.dead_letter)
         .await
         .map(u64::from);
-    if let Err(error) = broker::delete_queues(&args.amqp_url, &queues.all()).await {
+    // On every way out, a failed start included.
+    let deleted = broker::delete_queues(&args.amqp_url, &queues.all()).await;
+    let mut driven = match outcome {
+        Ok(driven) => driven,
+        Err(error) => {
+            if let Err(deleting) = deleted {
+                tracing::warn!("deleting the run's queues: {deleting:#}");
+            }
+            return Err(error);
+        }
+    };
+    driven.failures.extend(stop_failures);
+    probe.poll(driven.load_seconds);
+    if let Err(error) = deleted {
         driven
             .failures
             .push(format!("deleting the run's queues: {error:#}"));

@@ -9,15 +9,13 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
-/// Flags' environment twins a user may have set that would clash with the runner's own
-/// settings (clap refuses `--scenario` beside `NNMON_DELAY`, for one).
-const CLEARED_ENV: [&str; 6] = [
-    "NNMON_DELAY",
-    "NNMON_RATE",
-    "NNMON_COUNT",
-    "NNMON_SEED",
-    "NNMON_SCENARIO",
-    "NNMON_COEFFICIENTS",
+/// The runner's own `NNMON_*` variables the services keep: the broker's TLS files. Every
+/// other flag twin a user may have set (`NNMON_DELAY`, `NNMON_SHARDS`, `NNMON_WINDOW`...)
+/// is cleared, so a service runs with the scenario's settings and nothing else.
+const KEPT_ENV: [&str; 3] = [
+    "NNMON_TLS_CA_FILE",
+    "NNMON_TLS_CERT_FILE",
+    "NNMON_TLS_KEY_FILE",
 ];
 
 /// One running (or exited) service.
@@ -101,8 +99,12 @@ impl Services {
                 Ok(())
             });
         }
-        for key in CLEARED_ENV {
-            command.env_remove(key);
+        for (key, _) in std::env::vars_os() {
+            let key = key.to_string_lossy();
+            let runners = self.env.iter().any(|(set, _)| *set == key);
+            if key.starts_with("NNMON_") && !KEPT_ENV.contains(&&*key) && !runners {
+                command.env_remove(&*key);
+            }
         }
         let child = command
             .spawn()
