@@ -269,6 +269,27 @@ async fn the_same_file_gives_the_same_items_and_verdict_and_compare_shows_both()
     assert!(table.contains("%"), "{table}");
 }
 
+#[test]
+fn a_non_empty_out_folder_is_refused() {
+    let out = tempfile::tempdir().expect("tempdir");
+    std::fs::write(out.path().join("summary.json"), "{}").expect("write");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_nnmon"))
+        .args(["scenario", "run"])
+        .arg(shipped("baseline"))
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("nnmon runs");
+    assert_eq!(output.status.code(), Some(1), "{}", explain(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("is not empty"),
+        "{}",
+        explain(&output)
+    );
+    let left: Vec<_> = std::fs::read_dir(out.path()).expect("read").collect();
+    assert_eq!(left.len(), 1, "the runner wrote into the refused folder");
+}
+
 /// The live processes (not zombies) whose environment holds `entry`, with their
 /// environments.
 fn processes_with_env(entry: &str) -> Vec<(u32, String)> {

@@ -150,6 +150,42 @@ fn default_out(name: &str, started_ms: u64) -> PathBuf {
     PathBuf::from("results").join(format!("{name}-{utc}Z"))
 }
 
+/// `out`, which must be missing or empty: a second run's files would mix with the first's.
+fn fresh_out(out: &Path) -> Result<PathBuf> {
+    if let Ok(mut entries) = std::fs::read_dir(out)
+        && entries.next().is_some()
+    {
+        bail!(
+            "{} is not empty: give --out a new folder (the results of two runs would mix)",
+            out.display()
+        );
+    }
+    Ok(out.to_owned())
+}
+
+/// Creates `wanted`, or `wanted-2`, `wanted-3`... when it exists (two runs in one second).
+fn new_default_out(wanted: &Path) -> Result<PathBuf> {
+    if let Some(parent) = wanted.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    for suffix in 1u32.. {
+        let candidate = if suffix == 1 {
+            wanted.to_owned()
+        } else {
+            PathBuf::from(format!("{}-{suffix}", wanted.display()))
+        };
+        match std::fs::create_dir(&candidate) {
+            Ok(()) => return Ok(candidate),
+            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(error) => {
+                return Err(error).with_context(|| format!("creating {}", candidate.display()));
+            }
+        }
+    }
+    unreachable!("some suffix is free")
+}
+
 /// Waits until every log in `stderr` says its service reached the broker.
 async fn wait_connected(services: &mut Services, names: &[(&str, PathBuf)]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -183,10 +219,10 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     let scenario_path = std::path::absolute(&args.path)?;
     let scenario_dir = scenario_path.parent().unwrap_or(Path::new(".")).to_owned();
     let started_ms = now_ms();
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| default_out(&scenario.name, started_ms));
+    let out = match &args.out {
+        Some(out) => fresh_out(out)?,
+        None => new_default_out(&default_out(&scenario.name, started_ms))?,
+    };
     let log_dir = out.join("logs");
     std::fs::create_dir_all(&log_dir).with_context(|| format!("creating {}", log_dir.display()))?;
     let rabbitmqctl: Vec<String> = args
