@@ -119,6 +119,24 @@ async fn two_shards_one_killed_mid_stream_log_every_item_once_and_plot_shows_the
     assert_eq!(late["rows"], summary["rows"]);
 }
 
+/// Makes `pipeline` one of two shards and declares its topology as a service would,
+/// returning it and the broker connection that declared it.
+async fn declare_two_shards(pipeline: &mut Pipeline) -> (Topology, Broker) {
+    pipeline.use_shards(2);
+    let topology = Topology::new(&pipeline.prefix, 2);
+    let urls: BrokerUrls = pipeline.url.parse().expect("AMQP_URL");
+    let cancel = CancellationToken::new();
+    let broker = Broker::connect(&urls, 0, "nnmon-test", RetryPolicy::default(), &cancel)
+        .await
+        .expect("connect")
+        .expect("not cancelled");
+    topology
+        .declare(&broker, QueueType::default())
+        .await
+        .expect("declare");
+    (topology, broker)
+}
+
 /// Takes every message of `queue`, returning their `message_id`s.
 async fn take_ids(connection: &lapin::Connection, queue: &str) -> HashSet<String> {
     let channel = connection.create_channel().await.expect("channel");
@@ -172,19 +190,8 @@ async fn a_deleted_shard_queue_returns_its_halves_and_both_halves_keep_one_shard
     };
     test_broker.enable_consistent_hash().await;
     let mut pipeline = Pipeline::new(&test_broker, "shardroute");
-    pipeline.use_shards(2);
-    let topology = Topology::new(&pipeline.prefix, 2);
+    let (topology, broker) = declare_two_shards(&mut pipeline).await;
     let shards = pipeline.shards.clone().expect("sharded");
-    let urls: BrokerUrls = pipeline.url.parse().expect("AMQP_URL");
-    let cancel = CancellationToken::new();
-    let broker = Broker::connect(&urls, 0, "nnmon-test", RetryPolicy::default(), &cancel)
-        .await
-        .expect("connect")
-        .expect("not cancelled");
-    topology
-        .declare(&broker, QueueType::default())
-        .await
-        .expect("declare");
     let connection = pipeline.connect().await;
     let (y_true, y_pred) = (&topology.queues.y_true, &topology.queues.y_pred);
 
@@ -253,4 +260,44 @@ async fn a_deleted_shard_queue_returns_its_halves_and_both_halves_keep_one_shard
         );
     }
     broker.close().await;
+}
+
+/// A service started with another `--shards` than the pipeline's topology is refused at
+/// once, with a message naming the exchange and the difference, instead of binding shards
+/// that nobody consumes (the router carries the count in its `alternate-exchange`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_with_another_shard_count_exits_with_a_clear_error() {
+    let Some(test_broker) = broker().await else {
+        return;
+    };
+    test_broker.enable_consistent_hash().await;
+    let mut pipeline = Pipeline::new(&test_broker, "shardcount");
+    let (topology, broker) = declare_two_shards(&mut pipeline).await;
+    // The same count declares again without complaint.
+    topology
+        .declare(&broker, QueueType::default())
+        .await
+        .expect("declare again");
+
+    let status = pipeline
+        .run(
+            "metric-of-3",
+            &["metric", "--shards", "3", "--shard", "0"],
+            MINUTE,
+        )
+        .await;
+    let logs = pipeline.logs();
+    assert!(!status.success(), "metric --shards 3 ran: {status}\n{logs}");
+    let router = &pipeline.shards.as_ref().expect("sharded").router;
+    let expected = format!("exchange {router} already exists on the broker with other properties");
+    assert!(logs.contains(&expected), "{logs}");
+    assert!(
+        logs.contains("inequivalent arg 'alternate-exchange'"),
+        "{logs}"
+    );
+    let first_line = logs
+        .lines()
+        .find(|line| line.contains(&expected))
+        .unwrap_or_default();
+    println!("metric --shards 3 on a 2-shard pipeline: {first_line}");
 }

@@ -26,8 +26,11 @@ impl Topology {
     }
 
     /// Declares the whole pipeline. Sharded, the shards are bound to the router in the
-    /// order of their numbers, each once its queues are bound, so that the router never
-    /// picks a shard that cannot take a message yet.
+    /// order of their numbers (which is also their names' sorted order, the order the
+    /// plugin rebuilds its ring in at boot), each once its queues are bound, so that the
+    /// router never picks a shard that cannot take a message yet. The router carries the
+    /// shard count ([`ShardNames::router_marker`]): a service with another `--shards`
+    /// gets [`ExchangeError::Inequivalent`](nnmon_broker::ExchangeError) and exits.
     /// Queues are of `queue_type`.
     pub async fn declare(&self, broker: &Broker, queue_type: QueueType) -> Result<()> {
         let queues = &self.queues;
@@ -39,12 +42,16 @@ impl Topology {
             .await
             .context("declaring the pipeline's queues")?;
         broker
-            .declare_exchange(&shards.router, ExchangeKind::ConsistentHash)
+            .declare_exchange(
+                &shards.router,
+                ExchangeKind::ConsistentHash,
+                Some(&shards.router_marker()),
+            )
             .await?;
         for shard in 0..shards.count() {
             let exchange = shards.shard_exchange(shard);
             broker
-                .declare_exchange(&exchange, ExchangeKind::Direct)
+                .declare_exchange(&exchange, ExchangeKind::Direct, None)
                 .await?;
             for (queue, routing_key) in [
                 (shards.y_true(shard), &queues.y_true),
@@ -61,7 +68,7 @@ impl Topology {
                 .await?;
         }
         broker
-            .declare_exchange(&shards.rows, ExchangeKind::Fanout)
+            .declare_exchange(&shards.rows, ExchangeKind::Fanout, None)
             .await?;
         broker
             .declare_queue(&shards.rows_plot, queue_type)

@@ -101,9 +101,10 @@ fn refusal_reason(error: &lapin::Error, connecting: bool) -> Option<String> {
     refused.then(|| amqp.get_message().to_string())
 }
 
-/// The broker's text when `error` is its 406 PRECONDITION_FAILED: the queue exists with
-/// other properties. (Other soft errors, such as ACCESS_REFUSED, are real failures.)
-fn precondition_failed(error: &lapin::Error) -> Option<&str> {
+/// The broker's text when `error` is its 406 PRECONDITION_FAILED: the queue (or the
+/// exchange) exists with other properties. (Other soft errors, such as ACCESS_REFUSED, are
+/// real failures.)
+pub(crate) fn precondition_failed(error: &lapin::Error) -> Option<&str> {
     use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
     match error.kind() {
         lapin::ErrorKind::ProtocolError(e)

@@ -11,6 +11,11 @@
 //!   [`ExchangeError::UnknownType`], which names the plugin and is permanent.
 //! - [`ExchangeKind::Direct`] and [`ExchangeKind::Fanout`]: AMQP's own.
 //!
+//! An exchange that exists with other properties (another type, or another
+//! `alternate-exchange`, which RabbitMQ compares, unlike arguments of its own choosing)
+//! is refused with 406 PRECONDITION_FAILED: that is [`ExchangeError::Inequivalent`],
+//! permanent, naming the exchange and quoting what the broker says differs.
+//!
 //! A message published with `mandatory` through these exchanges is confirmed once it
 //! reached at least one queue, and comes back (basic.return) when it reached none, as on
 //! the default exchange.
@@ -18,6 +23,7 @@
 //! Each call opens a short-lived channel of its own: a refused declaration closes its
 //! channel, and must not take a publisher's or a consumer's with it.
 
+use crate::connection::precondition_failed;
 use crate::{Broker, BrokerError};
 use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
@@ -47,8 +53,14 @@ impl ExchangeKind {
         }
     }
 
-    fn arguments(self) -> FieldTable {
+    fn arguments(self, alternate_exchange: Option<&str>) -> FieldTable {
         let mut arguments = FieldTable::default();
+        if let Some(alternate) = alternate_exchange {
+            arguments.insert(
+                ShortString::from("alternate-exchange"),
+                AMQPValue::LongString(alternate.into()),
+            );
+        }
         if self == Self::ConsistentHash {
             arguments.insert(
                 ShortString::from("hash-property"),
@@ -82,6 +94,18 @@ pub enum ExchangeError {
         kind: &'static str,
         plugin: &'static str,
     },
+    /// The exchange exists with other properties than asked for (406 PRECONDITION_FAILED).
+    /// Retrying cannot help: an exchange cannot change in place.
+    #[error(
+        "exchange {exchange} already exists on the broker with other properties \
+         ({broker_says}): it belongs to another application or pipeline, or to services \
+         started with another --shards; run every service of a pipeline with the same \
+         --shards (NNMON_SHARDS), or choose another --queue-prefix (or delete the exchange)"
+    )]
+    Inequivalent {
+        exchange: String,
+        broker_says: String,
+    },
     /// Any other failure, as the rest of the crate reports it (a lost connection is
     /// retried by the caller).
     #[error("declaring or binding exchange {exchange}")]
@@ -110,11 +134,13 @@ impl ExchangeError {
 }
 
 impl Broker {
-    /// Declares a durable exchange of `kind` (or accepts the same one existing).
+    /// Declares a durable exchange of `kind` (or accepts the same one existing), with
+    /// `alternate_exchange` as its `alternate-exchange` argument when given.
     pub async fn declare_exchange(
         &self,
         exchange: &str,
         kind: ExchangeKind,
+        alternate_exchange: Option<&str>,
     ) -> Result<(), ExchangeError> {
         let failed = |source: lapin::Error| {
             if kind == ExchangeKind::ConsistentHash && is_unknown_exchange_type(&source) {
@@ -122,6 +148,11 @@ impl Broker {
                     exchange: exchange.to_owned(),
                     kind: kind.type_name(),
                     plugin: CONSISTENT_HASH_PLUGIN,
+                }
+            } else if let Some(broker_says) = precondition_failed(&source) {
+                ExchangeError::Inequivalent {
+                    exchange: exchange.to_owned(),
+                    broker_says: broker_says.to_owned(),
                 }
             } else {
                 ExchangeError::broker(exchange, source)
@@ -137,7 +168,7 @@ impl Broker {
                 exchange.into(),
                 kind.lapin_kind(),
                 durable,
-                kind.arguments(),
+                kind.arguments(alternate_exchange),
             )
             .await;
         close(channel, declared.map_err(failed)).await
@@ -223,6 +254,10 @@ mod tests {
             "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'shards'",
         );
         assert!(!is_unknown_exchange_type(&other));
+        assert_eq!(
+            precondition_failed(&other),
+            Some("PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'shards'")
+        );
         let text = ExchangeError::UnknownType {
             exchange: "run42.shards".into(),
             kind: ExchangeKind::ConsistentHash.type_name(),
@@ -238,12 +273,17 @@ mod tests {
 
     #[test]
     fn only_the_consistent_hash_exchange_hashes_the_message_id() {
-        let arguments = ExchangeKind::ConsistentHash.arguments();
+        let arguments = ExchangeKind::ConsistentHash.arguments(None);
         assert_eq!(
             arguments.inner().get("hash-property"),
             Some(&AMQPValue::LongString("message_id".into()))
         );
-        assert!(ExchangeKind::Direct.arguments().inner().is_empty());
-        assert!(ExchangeKind::Fanout.arguments().inner().is_empty());
+        assert!(ExchangeKind::Direct.arguments(None).inner().is_empty());
+        assert!(ExchangeKind::Fanout.arguments(None).inner().is_empty());
+        let marked = ExchangeKind::ConsistentHash.arguments(Some("p.shards.of-2"));
+        assert_eq!(
+            marked.inner().get("alternate-exchange"),
+            Some(&AMQPValue::LongString("p.shards.of-2".into()))
+        );
     }
 }

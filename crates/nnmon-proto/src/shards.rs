@@ -2,8 +2,9 @@
 ///
 /// Both halves of an item go to ONE consistent-hash exchange, `<prefix>shards`, which
 /// hashes the message's `message_id` property and picks shard I's direct exchange
-/// `<prefix>shard-I`; that one routes by routing key (the seed's queue name, with the
-/// prefix) to `<prefix>y_true.shard-I` or `<prefix>y_pred.shard-I`.
+/// `<prefix>shard-IIII`; that one routes by routing key (the seed's queue name, with the
+/// prefix) to `<prefix>y_true.shard-IIII` or `<prefix>y_pred.shard-IIII`. `IIII` is the
+/// shard's number in [`SHARD_DIGITS`] digits, zero-padded (`shard-0007`).
 ///
 /// Why one hash exchange with a direct exchange per shard, rather than one hash exchange
 /// per side bound straight to the shard queues: the plugin numbers its buckets in the
@@ -14,6 +15,16 @@
 /// always take the same bucket, whatever happens to the queues; the shard exchanges are
 /// never deleted with a queue.
 ///
+/// Why zero-padded numbers: the plugin keeps its ring in memory and, when the broker
+/// boots, rebuilds it from the bindings sorted by destination name. Unpadded, `shard-10`
+/// sorts before `shard-2`, so with 11 shards or more a restart would renumber the buckets
+/// and send the halves of an item that straddled it to different shards. Padded, the
+/// sorted order is the order of the numbers, which is the order the bindings are made in
+/// (see `Topology::declare`), so the ring after a restart is the ring before it.
+///
+/// The router also names the shard count, in its `alternate-exchange` argument (see
+/// [`router_marker`](Self::router_marker)), so that services started with different
+/// `--shards` cannot share it.///
 /// Each shard also publishes its rows to the fanout exchange `<prefix>rows`; `plot`
 /// consumes them from its queue `<prefix>rows.plot`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -33,6 +44,9 @@ pub struct ShardNames {
 /// shards than broker cores buys nothing.
 pub const MAX_SHARDS: u16 = 1024;
 
+/// The digits of a shard's number in its names: enough for [`MAX_SHARDS`] - 1.
+pub const SHARD_DIGITS: usize = 4;
+
 impl ShardNames {
     /// The names for `count` shards of the pipeline whose names start with `prefix`.
     pub fn new(prefix: &str, count: u16) -> Self {
@@ -50,19 +64,29 @@ impl ShardNames {
         self.count
     }
 
+    /// The router's `alternate-exchange` argument: `<prefix>shards.of-N`, an exchange
+    /// nobody declares (so an unroutable message stays unroutable and comes back to a
+    /// `mandatory` publisher, as without it). RabbitMQ compares this argument when an
+    /// exchange is declared again, and refuses a different one (406 PRECONDITION_FAILED),
+    /// unlike arguments of its own choosing, which it ignores (checked on RabbitMQ 3.10):
+    /// a service started with another `--shards` is refused at once.
+    pub fn router_marker(&self) -> String {
+        format!("{}.of-{}", self.router, self.count)
+    }
+
     /// Shard `shard`'s direct exchange, bound to the router with weight 1.
     pub fn shard_exchange(&self, shard: u16) -> String {
-        format!("{}shard-{shard}", self.prefix)
+        format!("{}shard-{}", self.prefix, shard_number(shard))
     }
 
     /// Shard `shard`'s queue of true values.
     pub fn y_true(&self, shard: u16) -> String {
-        format!("{}y_true.shard-{shard}", self.prefix)
+        format!("{}y_true.shard-{}", self.prefix, shard_number(shard))
     }
 
     /// Shard `shard`'s queue of predictions.
     pub fn y_pred(&self, shard: u16) -> String {
-        format!("{}y_pred.shard-{shard}", self.prefix)
+        format!("{}y_pred.shard-{}", self.prefix, shard_number(shard))
     }
 
     /// Every queue of the sharded part: the shards' queues, then `plot`'s.
@@ -83,6 +107,11 @@ impl ShardNames {
     }
 }
 
+/// A shard's number as its names spell it: [`SHARD_DIGITS`] digits, zero-padded.
+fn shard_number(shard: u16) -> String {
+    format!("{shard:0width$}", width = SHARD_DIGITS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,10 +125,10 @@ mod tests {
         assert_eq!(
             names.queues(),
             [
-                "run42.y_true.shard-0",
-                "run42.y_pred.shard-0",
-                "run42.y_true.shard-1",
-                "run42.y_pred.shard-1",
+                "run42.y_true.shard-0000",
+                "run42.y_pred.shard-0000",
+                "run42.y_true.shard-0001",
+                "run42.y_pred.shard-0001",
                 "run42.rows.plot"
             ]
         );
@@ -107,11 +136,23 @@ mod tests {
             names.exchanges(),
             [
                 "run42.shards",
-                "run42.shard-0",
-                "run42.shard-1",
+                "run42.shard-0000",
+                "run42.shard-0001",
                 "run42.rows"
             ]
         );
+        assert_eq!(names.router_marker(), "run42.shards.of-2");
+        assert_ne!(
+            names.router_marker(),
+            ShardNames::new("run42.", 3).router_marker()
+        );
+    }
+
+    #[test]
+    fn the_largest_shard_number_fits_the_digits() {
+        let names = ShardNames::new("", MAX_SHARDS);
+        assert_eq!(names.shard_exchange(MAX_SHARDS - 1), "shard-1023");
+        assert_eq!(names.shard_exchange(0).len(), "shard-1023".len());
     }
 
     proptest! {
@@ -133,6 +174,18 @@ mod tests {
             let unique: HashSet<&String> = exchanges.iter().collect();
             prop_assert_eq!(unique.len(), usize::from(count) + 2);
             prop_assert!(exchanges.iter().all(|e| e.starts_with(&prefix)));
+        }
+
+        /// The shard exchanges sorted by name (bytes, as the consistent-hash plugin sorts
+        /// the bindings when it rebuilds its ring at boot) are in the order of their
+        /// numbers, the order the bindings are made in: a restart keeps every bucket.
+        #[test]
+        fn sorted_names_are_in_shard_order(prefix in "[a-z0-9.]{0,12}", count in 1..=MAX_SHARDS) {
+            let names = ShardNames::new(&prefix, count);
+            let created: Vec<String> = (0..count).map(|shard| names.shard_exchange(shard)).collect();
+            let mut sorted = created.clone();
+            sorted.sort_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+            prop_assert_eq!(sorted, created);
         }
     }
 }
