@@ -90,14 +90,20 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     // Readable by everyone like any file the services write (the temporary file is made
     // private).
+    // Synced before the rename, and the folder after it, so that a crash leaves the old
+    // file or the whole new one (an offset file must never come back empty or older).
     tmp.write_all(bytes)
         .and_then(|()| {
             tmp.as_file()
                 .set_permissions(std::fs::Permissions::from_mode(0o644))
         })
+        .and_then(|()| tmp.as_file().sync_all())
         .with_context(|| format!("writing {}", tmp.path().display()))?;
     tmp.persist(path)
         .with_context(|| format!("moving a new {} into place", path.display()))?;
+    std::fs::File::open(dir)
+        .and_then(|folder| folder.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
     Ok(())
 }
 

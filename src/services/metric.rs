@@ -104,6 +104,8 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
         Some(names) => Some(RowFeed::open(&files, METRIC_LOG, shard, &names.rows)?),
         None => None,
     };
+    // Whether the final status was reported (and published) before the session ended.
+    let mut final_reported = false;
     if topology.shards.is_some() {
         info!(shard, shards = args.shard.shards, %y_true, %y_pred, files = %files.display(), "metric shard");
     }
@@ -163,16 +165,25 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
             truths.close().await?;
             predictions.close().await?;
             if let Some(rows_out) = rows_out {
-                rows_out.finish().await?;
+                // The view of all shards gets the final status too: it is reported here,
+                // while connected, rather than after the session.
+                session.ledger.flush()?;
+                session.monitor.observe(session.ledger.take_events());
+                if let Some(status) = session.monitor.report(session.ledger, session.poison, true)? {
+                    final_reported = true;
+                    rows_out.finish(status).await?;
+                }
             }
             session.dead_letters.close().await?;
             Ok(())
         },
     )
     .await?;
-    ledger.flush()?;
-    monitor.observe(ledger.take_events());
-    monitor.report(&ledger, &poison, true)?;
+    if !final_reported {
+        ledger.flush()?;
+        monitor.observe(ledger.take_events());
+        monitor.report(&ledger, &poison, true)?;
+    }
     drop(lock);
     Ok(())
 }

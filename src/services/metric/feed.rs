@@ -13,7 +13,11 @@
 //!   duplicates and dropped. Here the next start publishes again from the saved offset.
 //!
 //! So rows reach the exchange at least once (the rows after the last saved offset, at
-//! most a confirm window, may go out twice), and `plot` drops copies by ID.
+//! most a confirm window, may go out twice, and all of them if the offset file is lost),
+//! and each carries its byte offset in the log, by which `plot` drops copies exactly.
+//!
+//! The saved offset only moves forward, and never past a row the broker has not
+//! confirmed: a run of rows that cannot be published waits for the runs before it.
 
 use anyhow::{Context, Result};
 use nnmon_broker::{Broker, Publisher, message_properties};
@@ -22,7 +26,7 @@ use nnmon_proto::RowMessage;
 use nnmon_stats::MetricStatus;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// Beside the log: the offset up to which its rows are confirmed by the broker.
 pub const OFFSET_FILE: &str = "rows_published.offset";
@@ -48,6 +52,9 @@ pub struct RowFeed {
     confirmed: u64,
     /// Where the rows not yet published on this connection start.
     next: u64,
+    /// The end of the last run of only unreadable rows, once passed over: saved when
+    /// everything published before it is confirmed (0: none).
+    passed_over: u64,
 }
 
 impl RowFeed {
@@ -77,6 +84,7 @@ impl RowFeed {
             offset_file,
             confirmed,
             next: confirmed,
+            passed_over: 0,
         })
     }
 
@@ -84,6 +92,7 @@ impl RowFeed {
     /// on the old one may or may not have arrived.
     pub fn restart(&mut self) {
         self.next = self.confirmed;
+        self.passed_over = 0;
     }
 
     /// Publishes the rows flushed since the last call, as many as the confirm window has
@@ -95,8 +104,10 @@ impl RowFeed {
         }
         let mut rows = Vec::new();
         let mut unreadable = 0;
-        let end = read_rows_from(&self.log, self.next, room, |row| {
-            match parse_row(self.shard, row) {
+        let from = self.next;
+        let end = read_rows_from(&self.log, from, room, |row| {
+            let offset = from + row.position().map_or(0, |position| position.byte());
+            match parse_row(self.shard, offset, row) {
                 Some(row) => rows.push(row),
                 None => unreadable += 1,
             }
@@ -113,22 +124,41 @@ impl RowFeed {
                 .await?;
         }
         if count == 0 && end > self.next {
-            // Only unreadable rows: nothing to confirm them, so they count as done now.
-            self.save(end)?;
+            // Only unreadable rows: no confirm will come for them, so they are done once
+            // everything before them is confirmed.
+            self.passed_over = end;
+            self.save_passed_over(publisher.in_flight())?;
         }
         self.next = end;
         Ok(())
     }
 
-    /// Takes the tokens of confirmed rows and saves how far the rows are confirmed.
-    pub fn confirm(&mut self, tokens: impl IntoIterator<Item = Option<u64>>) -> Result<()> {
-        match tokens.into_iter().flatten().last() {
-            Some(end) => self.save(end),
-            None => Ok(()),
+    /// Takes the tokens of confirmed rows and saves how far the rows are confirmed;
+    /// `in_flight`: what the publisher still awaits confirms for.
+    pub fn confirm(
+        &mut self,
+        tokens: impl IntoIterator<Item = Option<u64>>,
+        in_flight: usize,
+    ) -> Result<()> {
+        if let Some(end) = tokens.into_iter().flatten().last() {
+            self.save(end)?;
         }
+        self.save_passed_over(in_flight)
     }
 
+    /// Saves the end of passed-over rows once nothing before them awaits a confirm.
+    fn save_passed_over(&mut self, in_flight: usize) -> Result<()> {
+        if in_flight == 0 {
+            self.save(self.passed_over)?;
+        }
+        Ok(())
+    }
+
+    /// Saves `offset` if it is past the saved one: the offset never moves back.
     fn save(&mut self, offset: u64) -> Result<()> {
+        if offset <= self.confirmed {
+            return Ok(());
+        }
         self.confirmed = offset;
         crate::telemetry::write_atomically(&self.offset_file, offset.to_string().as_bytes())
     }
@@ -167,13 +197,19 @@ impl<'a> FeedSession<'a> {
     pub async fn confirmed(&mut self) -> Result<()> {
         let first = self.publisher.confirmed().await?;
         let rest = self.publisher.ready()?;
-        self.feed.confirm(std::iter::once(first).chain(rest))?;
+        let in_flight = self.publisher.in_flight();
+        self.feed
+            .confirm(std::iter::once(first).chain(rest), in_flight)?;
         self.publish_new().await
     }
 
     /// Publishes the shard's status (at most once per status interval; no row waits on
-    /// it, and the next one replaces it).
+    /// it, and the next one replaces it, so with the confirm window full it is left out).
     pub async fn publish_status(&mut self, status: MetricStatus) -> Result<()> {
+        if self.publisher.is_full() {
+            debug!("the rows' confirm window is full: this status is left out");
+            return Ok(());
+        }
         let shard = self.feed.shard;
         let body = serde_json::to_vec(&ShardStatus { shard, status })?;
         let properties =
@@ -185,23 +221,27 @@ impl<'a> FeedSession<'a> {
         Ok(())
     }
 
-    /// Publishes every row of the log and waits until all are confirmed (shutdown).
-    pub async fn finish(mut self) -> Result<()> {
+    /// Publishes every row of the log, then the shard's final status, and waits until
+    /// all are confirmed (shutdown).
+    pub async fn finish(mut self, status: MetricStatus) -> Result<()> {
         loop {
             self.publish_new().await?;
             if !self.is_waiting() {
                 break;
             }
             let tokens = self.publisher.drain().await?;
-            self.feed.confirm(tokens)?;
+            self.feed.confirm(tokens, 0)?;
         }
+        self.publish_status(status).await?;
+        self.publisher.drain().await?;
         self.publisher.close().await?;
         Ok(())
     }
 }
 
-/// A log row (`id,y_true,y_pred,absolute_error,latency_us`) as its message.
-fn parse_row(shard: u16, row: &nnmon_csvlog::StringRecord) -> Option<RowMessage> {
+/// A log row (`id,y_true,y_pred,absolute_error,latency_us`) starting at byte `offset` of
+/// the log, as its message.
+fn parse_row(shard: u16, offset: u64, row: &nnmon_csvlog::StringRecord) -> Option<RowMessage> {
     let number = |index: usize| {
         row.get(index)?
             .parse::<f64>()
@@ -210,6 +250,7 @@ fn parse_row(shard: u16, row: &nnmon_csvlog::StringRecord) -> Option<RowMessage>
     };
     Some(RowMessage {
         shard,
+        offset,
         id: row.get(0).filter(|id| !id.is_empty())?.to_owned(),
         y_true: number(1)?,
         y_pred: number(2)?,
@@ -224,11 +265,12 @@ mod tests {
     #[test]
     fn a_log_row_becomes_its_message() {
         let row = nnmon_csvlog::StringRecord::from(vec!["a,1", "151", "140.5", "10.5", ""]);
-        let message = parse_row(3, &row).expect("a row");
+        let message = parse_row(3, 40, &row).expect("a row");
         assert_eq!(
             message,
             RowMessage {
                 shard: 3,
+                offset: 40,
                 id: "a,1".into(),
                 y_true: 151.0,
                 y_pred: 140.5,
@@ -236,6 +278,6 @@ mod tests {
             }
         );
         let bad = nnmon_csvlog::StringRecord::from(vec!["b", "x", "1", "1", "7"]);
-        assert_eq!(parse_row(0, &bad), None);
+        assert_eq!(parse_row(0, 80, &bad), None);
     }
 }

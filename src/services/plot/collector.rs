@@ -4,7 +4,7 @@
 //! each shard publishes its log's rows to the fanout exchange `<prefix>rows` (see the
 //! metric's `feed`), and `plot` consumes them from its durable queue `<prefix>rows.plot`
 //! (declared by every service, so rows wait there until `plot` comes). The collector
-//! drops copies by ID, appends each new row to `<log-dir>/all_shards_log.csv`, and acks
+//! drops copies, appends each new row to `<log-dir>/all_shards_log.csv`, and acks
 //! a batch once it is flushed. That log then holds every shard's rows once, and the rest
 //! of `plot` follows it as it follows `metric_log.csv` with one shard.
 //!
@@ -13,9 +13,15 @@
 //! `<log-dir>/shard-I/metric_status.json`, where a shard on this machine writes it too.
 //!
 //! Copies come from a shard publishing again after a crash (at most its confirm window,
-//! see the feed) and from this queue redelivering what a crashed `plot` had not acked (at
-//! most a prefetch): the last [`REMEMBERED_IDS`] IDs, rebuilt from the end of the log on
-//! start, cover both many times over.
+//! see the feed, or its whole log if its offset file was lost) and from this queue
+//! redelivering what a crashed `plot` had not acked (at most a prefetch). Each row carries
+//! its byte offset in its shard's log, which grows with every row: the collector keeps
+//! the highest offset it has of each shard (a column of the combined log, so rebuilt by
+//! reading it on start) and drops every row at or below it. That is exact, whatever the
+//! number of copies, in memory of one number per shard. It relies on a shard's rows
+//! arriving in the order of its log, which one publisher on one channel to one queue
+//! keeps, and on a shard's log only growing: a shard whose log is deleted must start
+//! with a fresh combined log too (or a new `--queue-prefix`).
 
 use crate::cli::PlotArgs;
 use crate::services::metric::{STATUS_TYPE, ShardStatus, shard_dir};
@@ -24,27 +30,26 @@ use crate::supervisor::supervise;
 use crate::telemetry::{Telemetry, write_json_atomically};
 use anyhow::{Context, Result};
 use nnmon_broker::Broker;
-use nnmon_csvlog::{CsvAppender, Record, read_rows};
-use nnmon_join::Fingerprints;
+use nnmon_csvlog::{CsvAppender, Record, read_rows_from};
 use nnmon_proto::RowMessage;
 use nnmon_stats::METRIC_STATUS_FILE;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 /// The rows of every shard, in `plot`'s `--log-dir`.
 pub const COMBINED_LOG: &str = "all_shards_log.csv";
-/// `metric_log.csv`'s columns and the shard the row came from.
-pub const COMBINED_HEADER: &str = "id,y_true,y_pred,absolute_error,latency_us,shard";
-/// IDs remembered to drop copies (about 40 bytes each).
-pub const REMEMBERED_IDS: usize = 250_000;
+/// `metric_log.csv`'s columns, the shard the row came from and where it starts in that
+/// shard's log.
+pub const COMBINED_HEADER: &str = "id,y_true,y_pred,absolute_error,latency_us,shard,offset";
 
-/// The combined log and the IDs it holds recently.
+/// The combined log and, per shard, the highest offset it holds.
 pub struct Collector {
     log_dir: PathBuf,
     shards: u16,
     log: CsvAppender,
-    seen: Fingerprints,
+    high_water: HashMap<u16, u64>,
     record: Record,
     /// Rows appended and copies dropped since the start.
     appended: u64,
@@ -53,33 +58,43 @@ pub struct Collector {
 
 impl Collector {
     /// Opens (or creates) the combined log in `log_dir` for the rows of `shards` shards,
-    /// cutting off a torn last line, and remembers the IDs of its last rows.
+    /// cutting off a torn last line, and reads it for each shard's highest offset.
     pub fn open(log_dir: &Path, shards: u16) -> Result<Self> {
         let path = log_dir.join(COMBINED_LOG);
         let (log, _) = CsvAppender::open(&path, COMBINED_HEADER)?;
-        let mut seen = Fingerprints::new(REMEMBERED_IDS);
-        read_rows(&path, u64::MAX, REMEMBERED_IDS, |row| {
-            seen.insert(row.get(0).unwrap_or_default());
-        })?;
+        let mut high_water = HashMap::new();
+        let mut from = 0;
+        loop {
+            let end = read_rows_from(&path, from, READ_BATCH, |row| {
+                let shard = row.get(5).and_then(|text| text.parse().ok());
+                let offset = row.get(6).and_then(|text| text.parse().ok());
+                if let (Some(shard), Some(offset)) = (shard, offset) {
+                    raise(&mut high_water, shard, offset);
+                }
+            })?;
+            if end == from {
+                break;
+            }
+            from = end;
+        }
         Ok(Self {
             log_dir: log_dir.to_owned(),
             shards,
             log,
-            seen,
+            high_water,
             record: Record::default(),
             appended: 0,
             copies: 0,
         })
     }
 
-    /// Appends `row` unless its ID was collected already (buffered until
-    /// [`flush`](Self::flush)).
+    /// Appends `row` unless it is at or below its shard's highest offset collected
+    /// (buffered until [`flush`](Self::flush)).
     pub fn take(&mut self, row: &RowMessage) -> Result<()> {
-        if self.seen.contains(row.id.as_str()) {
+        if !raise(&mut self.high_water, row.shard, row.offset) {
             self.copies += 1;
             return Ok(());
         }
-        self.seen.insert(row.id.as_str());
         self.record
             .clear()
             .push(&row.id)
@@ -87,7 +102,8 @@ impl Collector {
             .push_display(row.y_pred)
             .push_display(row.absolute_error())
             .push_optional(row.latency_us)
-            .push_display(row.shard);
+            .push_display(row.shard)
+            .push_display(row.offset);
         self.log.append(&self.record)?;
         self.appended += 1;
         Ok(())
@@ -111,6 +127,21 @@ impl Collector {
         std::fs::create_dir_all(&folder)
             .with_context(|| format!("creating {}", folder.display()))?;
         write_json_atomically(&folder.join(METRIC_STATUS_FILE), &status.status)
+    }
+}
+
+/// Rows of the combined log read at a time on start.
+const READ_BATCH: usize = 65_536;
+
+/// Raises `shard`'s highest offset to `offset`; false when `offset` is not above it (a
+/// copy).
+fn raise(high_water: &mut HashMap<u16, u64>, shard: u16, offset: u64) -> bool {
+    match high_water.get(&shard) {
+        Some(&highest) if offset <= highest => false,
+        _ => {
+            high_water.insert(shard, offset);
+            true
+        }
     }
 }
 
@@ -186,9 +217,10 @@ pub(crate) async fn run(
 mod tests {
     use super::*;
 
-    fn row(shard: u16, id: &str) -> RowMessage {
+    fn row(shard: u16, offset: u64, id: &str) -> RowMessage {
         RowMessage {
             shard,
+            offset,
             id: id.into(),
             y_true: 151.0,
             y_pred: 140.5,
@@ -200,21 +232,23 @@ mod tests {
     fn copies_are_dropped_across_a_restart() {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut collector = Collector::open(dir.path(), 2).expect("open");
-        for (shard, id) in [(0, "a"), (1, "b"), (0, "a")] {
-            collector.take(&row(shard, id)).expect("take");
+        for (shard, offset, id) in [(0, 40, "a"), (1, 40, "b"), (0, 40, "a"), (0, 10, "z")] {
+            collector.take(&row(shard, offset, id)).expect("take");
         }
         collector.flush().expect("flush");
-        assert_eq!((collector.appended, collector.copies), (2, 1));
+        assert_eq!((collector.appended, collector.copies), (2, 2));
         drop(collector);
         let mut collector = Collector::open(dir.path(), 2).expect("reopen");
-        collector.take(&row(1, "b")).expect("take");
-        collector.take(&row(1, "c")).expect("take");
+        collector.take(&row(1, 40, "b")).expect("take");
+        collector.take(&row(1, 80, "c")).expect("take");
+        collector.take(&row(0, 40, "a")).expect("take");
         collector.flush().expect("flush");
+        assert_eq!((collector.appended, collector.copies), (1, 2));
         let text = std::fs::read_to_string(dir.path().join(COMBINED_LOG)).expect("log");
         assert_eq!(
             text,
             format!(
-                "{COMBINED_HEADER}\na,151,140.5,10.5,7,0\nb,151,140.5,10.5,7,1\nc,151,140.5,10.5,7,1\n"
+                "{COMBINED_HEADER}\na,151,140.5,10.5,7,0,40\nb,151,140.5,10.5,7,1,40\nc,151,140.5,10.5,7,1,80\n"
             )
         );
     }

@@ -12,6 +12,7 @@ use nnmon_stats::{
 use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 use tracing::{info, warn};
 
 /// Points of history kept for the page's time series (an hour at the default interval of
@@ -73,11 +74,13 @@ pub struct Summary {
 pub struct ShardsSummary {
     /// `--shards`: how many there are.
     pub shards: u16,
-    /// How many sent a row or a status.
+    /// How many reported: have rows in the view, or sent a status while this `plot` ran
+    /// (a status file older than its start is a past run's, and is not counted).
     pub reported: u16,
     /// Rows from each shard, by shard number.
     pub rows: Vec<u64>,
-    /// Whether each shard's status (join health, error alarm) was received.
+    /// Whether each shard's status (join health, error alarm) was received while this
+    /// `plot` ran.
     pub status: Vec<bool>,
 }
 
@@ -164,6 +167,10 @@ impl Rows {
     }
 }
 
+/// File times lag the clock by up to a kernel tick: a status written just after the start
+/// must not look older than it.
+const MTIME_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Follows the metric log and keeps the statistics of every row read so far.
 pub struct Monitor {
     log_dir: PathBuf,
@@ -177,6 +184,9 @@ pub struct Monitor {
     unreadable: u64,
     /// Status files already warned about as unreadable, so a bad file warns once.
     warned: Vec<PathBuf>,
+    /// When this `plot` started, less a second of the file system's coarse timestamps:
+    /// sharded, a shard's status file last written before then is a past run's.
+    started: SystemTime,
 }
 
 impl Monitor {
@@ -213,6 +223,7 @@ impl Monitor {
             history: VecDeque::with_capacity(HISTORY_POINTS),
             unreadable: 0,
             warned: Vec::new(),
+            started: SystemTime::now() - MTIME_SLACK,
         }
     }
 
@@ -280,7 +291,13 @@ impl Monitor {
                 let statuses: Vec<Option<MetricStatus>> = (0..counts.len() as u16)
                     .map(|shard| {
                         let folder = crate::services::metric::shard_dir(Path::new(""), shard);
-                        self.status_file(folder.join(METRIC_STATUS_FILE))
+                        let file = folder.join(METRIC_STATUS_FILE);
+                        // Written (by the collector or a local shard) since the start, by
+                        // this machine's clock, whatever the shard's clock says.
+                        let fresh = std::fs::metadata(self.log_dir.join(&file))
+                            .and_then(|metadata| metadata.modified())
+                            .is_ok_and(|written| written >= self.started);
+                        fresh.then(|| self.status_file(file)).flatten()
                     })
                     .collect();
                 let heard = statuses.iter().map(Option::is_some).collect();
@@ -442,6 +459,46 @@ mod tests {
         // A file cut short is "not reported", not an error.
         std::fs::write(dir.path().join(METRIC_STATUS_FILE), "{\"updated_ms\":").expect("write");
         assert_eq!(monitor.summary(9).metric, None);
+    }
+
+    #[test]
+    fn a_shard_status_from_before_the_start_is_not_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let status = MetricStatus {
+            updated_ms: 5,
+            rows: 2,
+            duplicates: 0,
+            orphans: 0,
+            waiting_truths: 0,
+            waiting_predictions: 0,
+            dead_lettered: 0,
+            error_drift: ErrorDriftScore {
+                alarm: false,
+                score: 0.0,
+            },
+        };
+        let json = serde_json::to_string(&status).expect("json");
+        let write_status = |shard: u16| {
+            let folder = crate::services::metric::shard_dir(dir.path(), shard);
+            std::fs::create_dir_all(&folder).expect("folder");
+            let path = folder.join(METRIC_STATUS_FILE);
+            std::fs::write(&path, &json).expect("write");
+            path
+        };
+        // A past run's file, written an hour before this plot started.
+        let old = std::fs::File::options()
+            .write(true)
+            .open(write_status(0))
+            .expect("open");
+        let an_hour_ago = SystemTime::now() - std::time::Duration::from_secs(3600);
+        old.set_modified(an_hour_ago).expect("set the time");
+        let mut monitor = Monitor::of_all_shards(dir.path(), 10, 2);
+        let shards = monitor.summary(1).shards.expect("sharded");
+        assert_eq!((shards.reported, shards.status), (0, vec![false, false]));
+        assert_eq!(monitor.summary(1).metric, None);
+        write_status(1);
+        let shards = monitor.summary(2).shards.expect("sharded");
+        assert_eq!((shards.reported, shards.status), (1, vec![false, true]));
     }
 
     #[test]
