@@ -121,9 +121,17 @@ impl Drop for StoppedApp {
     }
 }
 
-/// Lines of the services' stderr that contain `text`.
+/// Lines of the services' whole stderr files that contain `text`.
 fn count_in_logs(pipeline: &Pipeline, text: &str) -> usize {
-    pipeline.logs().lines().filter(|l| l.contains(text)).count()
+    let Ok(entries) = std::fs::read_dir(pipeline.log_dir()) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .filter(|entry| entry.path().extension().is_some_and(|e| e == "stderr"))
+        .map(|entry| std::fs::read_to_string(entry.path()).unwrap_or_default())
+        .map(|text_of_one| text_of_one.lines().filter(|l| l.contains(text)).count())
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread")]
