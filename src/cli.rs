@@ -281,8 +281,9 @@ pub struct FeaturesArgs {
     pub delay: Duration,
     /// Items per second on a fixed schedule (open loop): item i is due at start + i/RATE
     /// whatever the pipeline does, and carries that time, so latency counts from it.
-    /// Instead of --delay.
-    #[arg(long, env = "NNMON_RATE", value_name = "ITEMS_PER_S", allow_negative_numbers = true, value_parser = parse_rate, conflicts_with = "delay")]
+    /// Instead of --delay: when both are set (NNMON_DELAY from the environment, as compose
+    /// sets it, or its default), --rate wins.
+    #[arg(long, env = "NNMON_RATE", value_name = "ITEMS_PER_S", allow_negative_numbers = true, value_parser = parse_rate)]
     pub rate: Option<f64>,
     /// Items to send before exiting once all are confirmed; 0 streams forever.
     #[arg(
@@ -296,8 +297,8 @@ pub struct FeaturesArgs {
     #[arg(long, env = "NNMON_SEED", allow_negative_numbers = true)]
     pub seed: Option<u64>,
     /// Send what a scenario file says: its load (open loop), seed and drift injections.
-    /// Instead of --delay, --rate, --count and --seed.
-    #[arg(long, env = "NNMON_SCENARIO", value_name = "TOML", conflicts_with_all = ["delay", "rate", "count", "seed"])]
+    /// Instead of --rate, --count and --seed; it wins over --delay as --rate does.
+    #[arg(long, env = "NNMON_SCENARIO", value_name = "TOML", conflicts_with_all = ["rate", "count", "seed"])]
     pub scenario: Option<PathBuf>,
     /// Append the ID of every item the broker confirmed to this file (an audit trail to
     /// check the metric log against).
@@ -570,9 +571,13 @@ mod tests {
     }
 
     #[test]
-    fn rate_and_delay_exclude_each_other() {
+    fn rate_wins_over_delay_and_a_scenario_excludes_count() {
+        // NNMON_DELAY comes from compose's environment whatever the user asks for.
         let both = Cli::try_parse_from(["nnmon", "features", "--rate", "100", "--delay", "1"]);
-        assert_eq!(both.expect_err("conflict").exit_code(), 2);
+        let Command::Features(args) = both.expect("valid").command else {
+            unreachable!()
+        };
+        assert_eq!(args.rate, Some(100.0));
         let scenario =
             Cli::try_parse_from(["nnmon", "features", "--scenario", "s.toml", "--count", "5"]);
         assert_eq!(scenario.expect_err("conflict").exit_code(), 2);
