@@ -37,9 +37,13 @@ impl Proxy {
                     () = cancel.cancelled() => return,
                 };
                 let upstream = upstream.clone();
-                let held = switch.subscribe();
+                let mut held = switch.subscribe();
                 let cancel = cancel.clone();
                 tokio::spawn(async move {
+                    // A partitioned network reaches no broker: dial once released.
+                    if held.wait_for(|held| !held).await.is_err() {
+                        return;
+                    }
                     if let Ok(server) = TcpStream::connect(&upstream).await {
                         relay(client, server, held, cancel).await;
                     }
@@ -84,6 +88,11 @@ async fn pump(
         if to.write_all(&buffer[..read]).await.is_err() {
             return;
         }
+    }
+    // The end of the stream is held too (no FIN passes a partition), and so is the close
+    // of the other direction, which ends when this returns.
+    if held.wait_for(|held| !held).await.is_err() {
+        return;
     }
     let _ = to.shutdown().await;
 }
@@ -155,6 +164,29 @@ mod tests {
         proxy.hold(false);
         server.read_exact(&mut buffer).await.expect("released");
         assert_eq!(&buffer, b"held");
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_held_proxy_neither_dials_nor_passes_an_end_of_stream() {
+        let upstream = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = upstream.local_addr().expect("address").to_string();
+        let cancel = CancellationToken::new();
+        let proxy = Proxy::start(target, cancel.clone()).await.expect("proxy");
+        let mut open = TcpStream::connect(&proxy.address).await.expect("connect");
+        let (mut server, _) = upstream.accept().await.expect("accept");
+        proxy.hold(true);
+        open.shutdown().await.expect("FIN");
+        let _late = TcpStream::connect(&proxy.address).await.expect("connect");
+        let wait = std::time::Duration::from_millis(200);
+        let mut byte = [0u8; 1];
+        let fin = tokio::time::timeout(wait, server.read(&mut byte)).await;
+        assert!(fin.is_err(), "the end of stream passed while held");
+        let dialed = tokio::time::timeout(wait, upstream.accept()).await;
+        assert!(dialed.is_err(), "the broker was dialled while held");
+        proxy.hold(false);
+        assert_eq!(server.read(&mut byte).await.expect("released"), 0);
+        upstream.accept().await.expect("dialled once released");
         cancel.cancel();
     }
 }
