@@ -59,11 +59,9 @@ pub async fn publish_poison(url: &str, queues: [&str; 2], count: u64) -> Result<
                 .await?,
         );
     }
-    let returned = channel.wait_for_confirms().await?;
+    // Not mandatory: nothing comes back unrouted.
+    channel.wait_for_confirms().await?;
     let _ = connection.close(200, "poison sent".into()).await;
-    if !returned.is_empty() {
-        bail!("{} poison messages came back unrouted", returned.len());
-    }
     Ok(())
 }
 
