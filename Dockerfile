@@ -21,6 +21,7 @@ COPY crates/nnmon-broker/Cargo.toml crates/nnmon-broker/
 COPY crates/nnmon-csvlog/Cargo.toml crates/nnmon-csvlog/
 COPY crates/nnmon-observe/Cargo.toml crates/nnmon-observe/
 COPY crates/nnmon-stats/Cargo.toml crates/nnmon-stats/
+COPY crates/nnmon-scenario/Cargo.toml crates/nnmon-scenario/
 # Stand-ins: an empty lib.rs per crate, a main.rs and lib.rs for the root package, and a
 # `fn main() {}` for every [[bin]]/[[test]]/[[bench]]/[[example]] that a Cargo.toml names
 # (cargo refuses a manifest whose declared targets are missing; a target with a custom
