@@ -199,10 +199,17 @@ impl FromStr for BrokerUrls {
     fn from_str(raw: &str) -> Result<Self, InvalidUrl> {
         let mut pieces: Vec<String> = Vec::new();
         for piece in raw.split(',') {
-            // A piece with no `scheme://` continues the previous URL's password; an empty
-            // one stays apart, to be refused.
+            // A piece with no `scheme://` continues the previous URL's password while that
+            // URL has not reached its `@` yet; anywhere else (a host without a scheme, an
+            // empty entry) it stays apart, to be refused.
+            let in_password = |url: &str| {
+                url.split_once("://")
+                    .is_some_and(|(_, rest)| !rest.contains('@'))
+            };
             match pieces.last_mut() {
-                Some(last) if !piece.trim().is_empty() && !piece.contains("://") => {
+                Some(last)
+                    if !piece.trim().is_empty() && !piece.contains("://") && in_password(last) =>
+                {
                     last.push(',');
                     last.push_str(piece);
                 }
@@ -223,6 +230,17 @@ impl FromStr for BrokerUrls {
                 url => url.parse(),
             })
             .collect::<Result<Vec<BrokerUrl>, _>>()?;
+        // One amqps:// node beside an amqp:// one would send the password in clear text
+        // whenever the TLS node is down.
+        if nodes
+            .iter()
+            .any(|url| url.uri.scheme != nodes[0].uri.scheme)
+        {
+            return Err(InvalidUrl {
+                redacted: nodes.iter().map(|url| url.redacted.as_str()).collect::<Vec<_>>().join(","),
+                reason: "the list mixes amqp:// and amqps:// nodes (the password would travel in clear text to the amqp:// ones); use one scheme for every node".into(),
+            });
+        }
         Ok(Self { nodes })
     }
 }
@@ -344,14 +362,14 @@ mod tests {
     #[test]
     fn a_comma_list_is_several_brokers_each_redacted() {
         let urls: BrokerUrls =
-            "amqp://u:s3cret@a:5681/%2f, amqp://u:s3cret@b:5682/%2f,amqps://u:s3cret@c/%2f"
+            "amqp://u:s3cret@a:5681/%2f, amqp://u:s3cret@b:5682/%2f,amqp://u:s3cret@c/%2f"
                 .parse()
                 .expect("valid");
         let hosts: Vec<String> = urls.nodes().iter().map(BrokerUrl::host_port).collect();
-        assert_eq!(hosts, ["a:5681", "b:5682", "c:5671"]);
+        assert_eq!(hosts, ["a:5681", "b:5682", "c:5672"]);
         assert_eq!(
             urls.to_string(),
-            "amqp://u:***@a:5681/%2f,amqp://u:***@b:5682/%2f,amqps://u:***@c/%2f"
+            "amqp://u:***@a:5681/%2f,amqp://u:***@b:5682/%2f,amqp://u:***@c/%2f"
         );
         assert!(!format!("{urls:?}").contains("s3cret"));
         let one: BrokerUrls = "amqp://u:p@a/%2f".parse().expect("valid");
@@ -390,13 +408,33 @@ mod tests {
         for url in tls.nodes() {
             assert_eq!(url.tls_files(), Some(&files));
         }
-        let mixed: BrokerUrls = "amqps://u:p@a/%2f,amqp://u:s3cret@b/%2f"
+        let plain: BrokerUrls = "amqp://u:p@a/%2f,amqp://u:s3cret@b/%2f"
             .parse()
             .expect("valid");
-        let error = mixed
+        let error = plain
             .with_tls(files)
-            .expect_err("TLS files with an amqp:// node");
-        assert!(error.to_string().contains("amqp://u:***@b"), "{error}");
+            .expect_err("TLS files with amqp:// nodes");
+        assert!(error.to_string().contains("amqp://u:***@a"), "{error}");
+    }
+
+    #[test]
+    fn a_list_mixing_tls_and_plain_nodes_is_refused() {
+        let error = "amqps://u:s3cret@a/%2f,amqp://u:s3cret@b/%2f"
+            .parse::<BrokerUrls>()
+            .expect_err("mixed schemes");
+        let text = error.to_string();
+        assert!(
+            text.contains("mixes amqp:// and amqps://") && !text.contains("s3cret"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_entry_without_a_scheme_is_refused_not_glued_to_the_previous_url() {
+        let error = "amqp://u:s3cret@a:5681/%2f,127.0.0.1:5682"
+            .parse::<BrokerUrls>()
+            .expect_err("no scheme");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
     }
 
     #[test]
