@@ -182,31 +182,43 @@ async fn three_model_replicas_lose_nothing_when_one_is_killed() {
     const ITEMS: usize = 4_000;
     let Some(broker) = broker().await else { return };
     let mut pipeline = Pipeline::new(&broker, "model_replicas");
+    // Status lines every second, so that each replica's count is known at the kill.
+    pipeline.set_env("NNMON_STATUS_INTERVAL", "1");
+    // Every item is queued before the replicas start: the one killed holds a full prefetch
+    // window of unacked deliveries, which the broker must hand to the others.
+    pipeline.start_features(ITEMS, "0");
     for replica in ["model-1", "model-2", "model-3"] {
         pipeline.start(replica, &["model"]);
     }
     pipeline.start("metric", &["metric"]);
-    pipeline.start_features(ITEMS, "0.004");
     pipeline.wait_for_rows(ITEMS / 4, MINUTE).await;
+    let survivors = ["model-1", "model-3"];
+    let at_kill = pipeline.logs();
     pipeline.kill("model-2");
+    let before: Vec<u64> = survivors
+        .iter()
+        .map(|replica| last_predicted(&at_kill, replica))
+        .collect();
     let status = pipeline.wait("features", 2 * MINUTE).await;
     assert!(status.success(), "features: {status}\n{}", pipeline.logs());
     assert_exactly_the_confirmed_items(&mut pipeline, ITEMS).await;
-    // Both survivors took their share after the kill: competing consumers, not a standby.
-    for replica in ["model-1", "model-3"] {
+    for replica in survivors {
         let status = pipeline.stop(replica, "TERM", MINUTE).await;
         assert!(status.success(), "{replica}: {status}");
     }
     let logs = pipeline.logs();
-    let predicted: Vec<u64> = ["model-1", "model-3"]
+    let predicted: Vec<u64> = survivors
         .iter()
         .map(|replica| last_predicted(&logs, replica))
         .collect();
+    // Both survivors took a share after the kill: competing consumers, not a standby.
     assert!(
-        predicted.iter().all(|&n| n > 0),
-        "a surviving replica predicted nothing: {predicted:?}\n{logs}"
+        predicted.iter().zip(&before).all(|(after, at)| after > at),
+        "a surviving replica predicted nothing after the kill: {before:?} then {predicted:?}\n{logs}"
     );
-    eprintln!("{ITEMS} items, model-2 of 3 killed at a quarter: survivors predicted {predicted:?}");
+    eprintln!(
+        "{ITEMS} items queued, model-2 of 3 killed at a quarter: survivors had predicted {before:?}, then {predicted:?}"
+    );
 }
 
 /// The last "N items predicted" of `replica`'s status lines in `logs`.
