@@ -8,8 +8,8 @@ fn main() -> ExitCode {
     nnmon::logging::init();
     let cancel = nnmon::shutdown::on_signal();
     // One runtime thread: each service is a single event loop (lapin runs its socket I/O on
-    // a thread of its own), and on a small machine shared with the broker more runtime
-    // threads cost more than they bring.
+    // a thread of its own; amqprs runs it as tasks on this runtime), and on a small machine
+    // shared with the broker more runtime threads cost more than they bring.
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -15,7 +15,7 @@ pub mod train;
 pub use topology::Topology;
 
 use anyhow::{Context, Result};
-use nnmon_broker::{AMQPValue, Broker, Delivery, LongString, Publisher, QueueType, ShortString};
+use nnmon_broker::{Broker, Delivery, HeaderValue, Publisher, QueueType};
 use nnmon_observe::{DeadLetterLabels, Metrics};
 use nnmon_proto::{DecodeError, QueueNames, headers};
 use std::sync::Arc;
@@ -94,20 +94,11 @@ pub(crate) async fn dead_letter<T>(
     error: &DecodeError,
     token: T,
 ) -> Result<()> {
-    let mut headers = delivery.properties.headers().clone().unwrap_or_default();
-    let text = |s: &str| AMQPValue::LongString(LongString::from(s));
-    headers.insert(
-        ShortString::from(headers::REJECT_REASON),
-        text(error.reason()),
-    );
-    headers.insert(
-        ShortString::from(headers::REJECT_DETAIL),
-        text(&error.to_string()),
-    );
-    headers.insert(
-        ShortString::from(headers::REJECT_QUEUE),
-        text(delivery.routing_key.as_str()),
-    );
+    let mut headers = delivery.properties.headers.clone().unwrap_or_default();
+    let text = |s: &str| HeaderValue::from(s);
+    headers.insert(headers::REJECT_REASON.into(), text(error.reason()));
+    headers.insert(headers::REJECT_DETAIL.into(), text(&error.to_string()));
+    headers.insert(headers::REJECT_QUEUE.into(), text(&delivery.routing_key));
     let properties = delivery
         .properties
         .clone()

@@ -16,7 +16,7 @@ use crate::services::{PoisonCounter, Topology, dead_letter, now_ms};
 use crate::supervisor::supervise;
 use crate::telemetry::{StatusClock, Telemetry, write_json_atomically};
 use anyhow::{Context, Result};
-use nnmon_broker::{Acker, BasicAckOptions, Broker, Delivery, Publisher, message_properties};
+use nnmon_broker::{Acker, Broker, Delivery, Publisher, message_properties};
 use nnmon_model::{LinearModel, diabetes};
 use nnmon_observe::{Counter, FeatureLabels};
 use nnmon_proto::{DecodeError, FEATURE_COUNT, FeaturesMessage, ValueMessage};
@@ -192,7 +192,7 @@ impl Predictor {
             }
         }
         if let Some(newest) = settled.into_iter().next_back() {
-            newest.acker.ack(BasicAckOptions { multiple: true }).await?;
+            newest.acker.ack_multiple().await?;
         }
         self.settled += count;
         self.consumed.inc_by(count);

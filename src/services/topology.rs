@@ -92,7 +92,7 @@ impl Topology {
         publisher: &mut Publisher<T>,
         queue: &str,
         body: &[u8],
-        properties: nnmon_broker::BasicProperties,
+        properties: nnmon_broker::Properties,
         token: T,
     ) -> Result<(), BrokerError> {
         match &self.shards {

@@ -1,9 +1,8 @@
+use crate::client::{self, AmqpError, CLIENT};
+use crate::message::{HeaderValue, Headers};
 use crate::tls::{self, TlsError};
 use crate::{BrokerUrl, BrokerUrls, Inbox, Publisher};
 use backon::{BackoffBuilder, ExponentialBuilder};
-use lapin::options::{ConfirmSelectOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{Connection, ConnectionProperties};
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
@@ -16,7 +15,7 @@ use tracing::{info, warn};
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("AMQP error")]
-    Amqp(#[from] lapin::Error),
+    Amqp(#[from] AmqpError),
     /// The broker refused this user for good: a wrong password, a missing or forbidden
     /// vhost, or missing permissions. Retrying cannot help.
     #[error("the broker refused user `{user}` on vhost `{vhost}`: {reason}")]
@@ -63,7 +62,7 @@ impl BrokerError {
     /// `error` as [`Refused`](Self::Refused), naming `url`'s user and vhost, when it is a
     /// refusal (`connecting`: it answered the login, see [`refusal_reason`]); as
     /// [`Tls`](Self::Tls) when a certificate was refused, by either side.
-    fn classify(error: lapin::Error, url: &BrokerUrl, connecting: bool) -> Self {
+    pub(crate) fn classify(error: AmqpError, url: &BrokerUrl, connecting: bool) -> Self {
         if let Some(problem) = tls::certificate_problem(&error, url) {
             return Self::Tls(problem);
         }
@@ -80,7 +79,7 @@ impl BrokerError {
 
 /// Whether `error` is the broker's ACCESS_REFUSED (403): wrong credentials at login, or
 /// missing permissions for what was asked later. Retrying cannot help.
-pub fn is_refusal(error: &lapin::Error) -> bool {
+pub fn is_refusal(error: &AmqpError) -> bool {
     refusal_reason(error, false).is_some()
 }
 
@@ -88,33 +87,28 @@ pub fn is_refusal(error: &lapin::Error) -> bool {
 /// NOT_ALLOWED (530) counts too: RabbitMQ answers a missing vhost, or one the user has
 /// no permissions on, with it. Later, NOT_ALLOWED means something else and is not
 /// permanent.
-fn refusal_reason(error: &lapin::Error, connecting: bool) -> Option<String> {
-    use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
-    let lapin::ErrorKind::ProtocolError(amqp) = error.kind() else {
-        return None;
-    };
-    let refused = match amqp.kind() {
-        AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED) => true,
-        AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED) => connecting,
+fn refusal_reason(error: &AmqpError, connecting: bool) -> Option<String> {
+    let (code, text) = error.reply()?;
+    let refused = match code {
+        ACCESS_REFUSED => true,
+        NOT_ALLOWED => connecting,
         _ => false,
     };
-    refused.then(|| amqp.get_message().to_string())
+    refused.then(|| text.to_owned())
 }
+
+/// AMQP reply codes nnmon tells apart.
+pub(crate) const ACCESS_REFUSED: u16 = 403;
+pub(crate) const PRECONDITION_FAILED: u16 = 406;
+pub(crate) const NOT_ALLOWED: u16 = 530;
+pub(crate) const COMMAND_INVALID: u16 = 503;
 
 /// The broker's text when `error` is its 406 PRECONDITION_FAILED: the queue (or the
 /// exchange) exists with other properties. (Other soft errors, such as ACCESS_REFUSED, are
 /// real failures.)
-pub(crate) fn precondition_failed(error: &lapin::Error) -> Option<&str> {
-    use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
-    match error.kind() {
-        lapin::ErrorKind::ProtocolError(e)
-            if matches!(
-                e.kind(),
-                AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED)
-            ) =>
-        {
-            Some(e.get_message().as_str())
-        }
+pub(crate) fn precondition_failed(error: &AmqpError) -> Option<&str> {
+    match error.reply()? {
+        (PRECONDITION_FAILED, text) => Some(text),
         _ => None,
     }
 }
@@ -141,13 +135,10 @@ pub enum QueueType {
 
 impl QueueType {
     /// The declaration's arguments.
-    fn arguments(self) -> FieldTable {
-        let mut arguments = FieldTable::default();
+    fn arguments(self) -> Headers {
+        let mut arguments = Headers::new();
         if self == Self::Quorum {
-            arguments.insert(
-                ShortString::from("x-queue-type"),
-                AMQPValue::LongString(LongString::from("quorum")),
-            );
+            arguments.insert("x-queue-type".into(), HeaderValue::from("quorum"));
         }
         arguments
     }
@@ -224,7 +215,7 @@ pub enum QueueState {
 
 /// One connection to one broker node.
 pub struct Broker {
-    connection: Connection,
+    connection: client::Connection,
     /// Names the user and vhost when the broker refuses them.
     url: BrokerUrl,
     /// Which of the [`BrokerUrls`] it is.
@@ -259,13 +250,7 @@ impl Broker {
         let mut node = from % nodes.len();
         loop {
             let url = &nodes[node];
-            let properties = ConnectionProperties::default().with_connection_name(name.into());
-            let connecting = async {
-                match &connectors[node] {
-                    Some(connector) => tls::connect(url.uri(), properties, connector.clone()).await,
-                    None => Connection::connect_uri(url.uri(), properties).await,
-                }
-            };
+            let connecting = client::Connection::open(url, name, connectors[node].clone());
             let result = tokio::select! {
                 result = tokio::time::timeout(CONNECT_TIMEOUT, connecting) => result,
                 () = cancel.cancelled() => return Ok(None),
@@ -275,12 +260,12 @@ impl Broker {
                 Ok(Ok(connection)) => {
                     let of = nodes.len();
                     match (attempt, of) {
-                        (1, 1) => info!(broker = %url, "connected to the broker"),
+                        (1, 1) => info!(broker = %url, client = CLIENT, "connected to the broker"),
                         (_, 1) => {
-                            info!(broker = %url, attempts = attempt, "connected to the broker")
+                            info!(broker = %url, client = CLIENT, attempts = attempt, "connected to the broker")
                         }
                         _ => {
-                            info!(broker = %url, node = node + 1, of, attempts = attempt, "connected to the broker")
+                            info!(broker = %url, client = CLIENT, node = node + 1, of, attempts = attempt, "connected to the broker")
                         }
                     }
                     let url = url.clone();
@@ -337,16 +322,12 @@ impl Broker {
         queue_type: QueueType,
     ) -> Result<QueueState, BrokerError> {
         let refused = |error| BrokerError::classify(error, &self.url, false);
-        let channel = self.connection.create_channel().await.map_err(refused)?;
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..QueueDeclareOptions::default()
-        };
-        match channel
-            .queue_declare(queue.into(), durable, queue_type.arguments())
+        match self
+            .connection
+            .declare_queue(queue, false, &queue_type.arguments())
             .await
         {
-            Ok(_) => Ok(QueueState::Durable),
+            Ok(()) => Ok(QueueState::Durable),
             Err(error)
                 if precondition_failed(&error)
                     .is_some_and(|text| is_type_mismatch(queue_type, text)) =>
@@ -360,13 +341,8 @@ impl Broker {
             Err(error) if precondition_failed(&error).is_some() => {
                 // PRECONDITION_FAILED closed that channel; ask on a fresh one whether the
                 // queue exists at all, without asserting its properties.
-                let channel = self.connection.create_channel().await.map_err(refused)?;
-                let passive = QueueDeclareOptions {
-                    passive: true,
-                    ..QueueDeclareOptions::default()
-                };
-                channel
-                    .queue_declare(queue.into(), passive, FieldTable::default())
+                self.connection
+                    .declare_queue(queue, true, &Headers::new())
                     .await
                     .map_err(refused)?;
                 warn!(queue, %error, "queue exists with other properties (a seed deployment's transient queue?); using it as it is, so its messages will not survive a broker restart");
@@ -390,10 +366,7 @@ impl Broker {
 
     /// A confirm-mode channel allowing `window` unconfirmed messages at once.
     pub async fn publisher<T>(&self, window: usize) -> Result<Publisher<T>, BrokerError> {
-        let channel = self.connection.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let channel = self.connection.publisher().await?;
         Ok(Publisher::new(channel, window))
     }
 
@@ -403,17 +376,13 @@ impl Broker {
     }
 
     /// The AMQP connection, for the crate's other modules (exchanges, see `exchange`).
-    pub(crate) fn connection(&self) -> &Connection {
+    pub(crate) fn connection(&self) -> &client::Connection {
         &self.connection
     }
 
     /// Closes the connection politely; unacked deliveries go back to their queues.
     pub async fn close(self) {
-        if let Err(error) = self
-            .connection
-            .close(200, "nnmon shutting down".into())
-            .await
-        {
+        if let Err(error) = self.connection.close().await {
             warn!(%error, "closing the broker connection failed");
         }
     }
@@ -422,11 +391,6 @@ impl Broker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPHardError, AMQPSoftError};
-
-    fn amqp(kind: AMQPErrorKind, text: &str) -> lapin::Error {
-        lapin::ErrorKind::ProtocolError(AMQPError::new(kind, text.into())).into()
-    }
 
     #[test]
     fn backoff_is_jittered_within_its_bounds() {
@@ -486,28 +450,27 @@ mod tests {
     #[test]
     fn refusals_are_permanent_and_other_failures_are_not() {
         let url: BrokerUrl = "amqp://ops:s3cret@broker/staging".parse().expect("valid");
-        let login = amqp(
-            AMQPErrorKind::Soft(AMQPSoftError::ACCESSREFUSED),
-            "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN.",
-        );
-        let vhost = amqp(
-            AMQPErrorKind::Hard(AMQPHardError::NOTALLOWED),
-            "NOT_ALLOWED - vhost staging not found",
-        );
+        let login = || {
+            AmqpError::from_reply(
+                ACCESS_REFUSED,
+                "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN.",
+            )
+        };
+        let vhost = || AmqpError::from_reply(NOT_ALLOWED, "NOT_ALLOWED - vhost staging not found");
         let unreachable =
-            lapin::Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
-        let refused = BrokerError::classify(login.clone(), &url, true);
+            AmqpError::from(std::io::Error::from(std::io::ErrorKind::ConnectionRefused));
+        let refused = BrokerError::classify(login(), &url, true);
         assert!(refused.is_permanent());
         let text = refused.to_string();
         assert!(
             text.contains("`ops`") && text.contains("`staging`") && !text.contains("s3cret"),
             "{text}"
         );
-        assert!(BrokerError::classify(vhost.clone(), &url, true).is_permanent());
+        assert!(BrokerError::classify(vhost(), &url, true).is_permanent());
         // NOT_ALLOWED after the login is about something else (and says so itself).
-        assert!(!BrokerError::classify(vhost, &url, false).is_permanent());
+        assert!(!BrokerError::classify(vhost(), &url, false).is_permanent());
         // ACCESS_REFUSED later on: missing permissions for what was asked.
-        assert!(BrokerError::Amqp(login).is_permanent());
+        assert!(BrokerError::Amqp(login()).is_permanent());
         assert!(!BrokerError::classify(unreachable, &url, true).is_permanent());
         assert!(!BrokerError::Nacked.is_permanent());
     }

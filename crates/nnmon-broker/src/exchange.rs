@@ -23,10 +23,10 @@
 //! Each call opens a short-lived channel of its own: a refused declaration closes its
 //! channel, and must not take a publisher's or a consumer's with it.
 
-use crate::connection::precondition_failed;
+use crate::client::AmqpError;
+use crate::connection::{COMMAND_INVALID, precondition_failed};
+use crate::message::{HeaderValue, Headers};
 use crate::{Broker, BrokerError};
-use lapin::options::{ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions};
-use lapin::types::{AMQPValue, FieldTable, ShortString};
 
 /// The plugin that provides [`ExchangeKind::ConsistentHash`].
 pub const CONSISTENT_HASH_PLUGIN: &str = "rabbitmq_consistent_hash_exchange";
@@ -53,29 +53,15 @@ impl ExchangeKind {
         }
     }
 
-    fn arguments(self, alternate_exchange: Option<&str>) -> FieldTable {
-        let mut arguments = FieldTable::default();
+    fn arguments(self, alternate_exchange: Option<&str>) -> Headers {
+        let mut arguments = Headers::new();
         if let Some(alternate) = alternate_exchange {
-            arguments.insert(
-                ShortString::from("alternate-exchange"),
-                AMQPValue::LongString(alternate.into()),
-            );
+            arguments.insert("alternate-exchange".into(), alternate.into());
         }
         if self == Self::ConsistentHash {
-            arguments.insert(
-                ShortString::from("hash-property"),
-                AMQPValue::LongString("message_id".into()),
-            );
+            arguments.insert("hash-property".into(), HeaderValue::from("message_id"));
         }
         arguments
-    }
-
-    fn lapin_kind(self) -> lapin::ExchangeKind {
-        match self {
-            Self::ConsistentHash => lapin::ExchangeKind::Custom(self.type_name().to_owned()),
-            Self::Direct => lapin::ExchangeKind::Direct,
-            Self::Fanout => lapin::ExchangeKind::Fanout,
-        }
     }
 }
 
@@ -117,15 +103,12 @@ pub enum ExchangeError {
 }
 
 /// Whether `error` is the broker refusing an exchange type it does not know.
-fn is_unknown_exchange_type(error: &lapin::Error) -> bool {
-    use lapin::protocol::{AMQPErrorKind, AMQPHardError};
-    matches!(error.kind(), lapin::ErrorKind::ProtocolError(amqp)
-        if matches!(amqp.kind(), AMQPErrorKind::Hard(AMQPHardError::COMMANDINVALID))
-            && amqp.get_message().as_str().contains("unknown exchange type"))
+fn is_unknown_exchange_type(error: &AmqpError) -> bool {
+    matches!(error.reply(), Some((COMMAND_INVALID, text)) if text.contains("unknown exchange type"))
 }
 
 impl ExchangeError {
-    fn broker(exchange: &str, source: lapin::Error) -> Self {
+    fn broker(exchange: &str, source: AmqpError) -> Self {
         Self::Broker {
             exchange: exchange.to_owned(),
             source: source.into(),
@@ -142,7 +125,7 @@ impl Broker {
         kind: ExchangeKind,
         alternate_exchange: Option<&str>,
     ) -> Result<(), ExchangeError> {
-        let failed = |source: lapin::Error| {
+        let failed = |source: AmqpError| {
             if kind == ExchangeKind::ConsistentHash && is_unknown_exchange_type(&source) {
                 ExchangeError::UnknownType {
                     exchange: exchange.to_owned(),
@@ -158,20 +141,14 @@ impl Broker {
                 ExchangeError::broker(exchange, source)
             }
         };
-        let channel = self.connection().create_channel().await.map_err(failed)?;
-        let durable = ExchangeDeclareOptions {
-            durable: true,
-            ..ExchangeDeclareOptions::default()
-        };
-        let declared = channel
-            .exchange_declare(
-                exchange.into(),
-                kind.lapin_kind(),
-                durable,
-                kind.arguments(alternate_exchange),
+        self.connection()
+            .declare_exchange(
+                exchange,
+                kind.type_name(),
+                &kind.arguments(alternate_exchange),
             )
-            .await;
-        close(channel, declared.map_err(failed)).await
+            .await
+            .map_err(failed)
     }
 
     /// Binds `queue` to `exchange` with `routing_key` (for a consistent-hash exchange: the
@@ -182,19 +159,10 @@ impl Broker {
         exchange: &str,
         routing_key: &str,
     ) -> Result<(), ExchangeError> {
-        let failed = |source| ExchangeError::broker(exchange, source);
-        let channel = self.connection().create_channel().await.map_err(failed)?;
-        let (options, arguments) = (QueueBindOptions::default(), FieldTable::default());
-        let bound = channel
-            .queue_bind(
-                queue.into(),
-                exchange.into(),
-                routing_key.into(),
-                options,
-                arguments,
-            )
-            .await;
-        close(channel, bound.map_err(failed)).await
+        self.connection()
+            .bind_queue(queue, exchange, routing_key)
+            .await
+            .map_err(|source| ExchangeError::broker(exchange, source))
     }
 
     /// Binds the exchange `destination` to `source` with `routing_key`: what reaches
@@ -205,52 +173,27 @@ impl Broker {
         source: &str,
         routing_key: &str,
     ) -> Result<(), ExchangeError> {
-        let failed = |error| ExchangeError::broker(source, error);
-        let channel = self.connection().create_channel().await.map_err(failed)?;
-        let (options, arguments) = (ExchangeBindOptions::default(), FieldTable::default());
-        let bound = channel
-            .exchange_bind(
-                destination.into(),
-                source.into(),
-                routing_key.into(),
-                options,
-                arguments,
-            )
-            .await;
-        close(channel, bound.map_err(failed)).await
+        self.connection()
+            .bind_exchange(destination, source, routing_key)
+            .await
+            .map_err(|error| ExchangeError::broker(source, error))
     }
-}
-
-/// Closes a declaration channel and passes `outcome` on: a failure to close changes
-/// nothing that was declared, and a refused declaration closed the channel already.
-async fn close(
-    channel: lapin::Channel,
-    outcome: Result<(), ExchangeError>,
-) -> Result<(), ExchangeError> {
-    if outcome.is_ok() {
-        let _ = channel.close(200, "declared".into()).await;
-    }
-    outcome
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lapin::protocol::{AMQPError, AMQPErrorKind, AMQPHardError, AMQPSoftError};
-
-    fn amqp(kind: AMQPErrorKind, text: &str) -> lapin::Error {
-        lapin::ErrorKind::ProtocolError(AMQPError::new(kind, text.into())).into()
-    }
+    use crate::connection::PRECONDITION_FAILED;
 
     #[test]
     fn an_unknown_exchange_type_is_told_apart() {
-        let unknown = amqp(
-            AMQPErrorKind::Hard(AMQPHardError::COMMANDINVALID),
+        let unknown = AmqpError::from_reply(
+            COMMAND_INVALID,
             "COMMAND_INVALID - unknown exchange type 'x-consistent-hash'",
         );
         assert!(is_unknown_exchange_type(&unknown));
-        let other = amqp(
-            AMQPErrorKind::Soft(AMQPSoftError::PRECONDITIONFAILED),
+        let other = AmqpError::from_reply(
+            PRECONDITION_FAILED,
             "PRECONDITION_FAILED - inequivalent arg 'type' for exchange 'shards'",
         );
         assert!(!is_unknown_exchange_type(&other));
@@ -275,15 +218,15 @@ mod tests {
     fn only_the_consistent_hash_exchange_hashes_the_message_id() {
         let arguments = ExchangeKind::ConsistentHash.arguments(None);
         assert_eq!(
-            arguments.inner().get("hash-property"),
-            Some(&AMQPValue::LongString("message_id".into()))
+            arguments.get("hash-property"),
+            Some(&HeaderValue::from("message_id"))
         );
-        assert!(ExchangeKind::Direct.arguments(None).inner().is_empty());
-        assert!(ExchangeKind::Fanout.arguments(None).inner().is_empty());
+        assert!(ExchangeKind::Direct.arguments(None).is_empty());
+        assert!(ExchangeKind::Fanout.arguments(None).is_empty());
         let marked = ExchangeKind::ConsistentHash.arguments(Some("p.shards.of-2"));
         assert_eq!(
-            marked.inner().get("alternate-exchange"),
-            Some(&AMQPValue::LongString("p.shards.of-2".into()))
+            marked.get("alternate-exchange"),
+            Some(&HeaderValue::from("p.shards.of-2"))
         );
     }
 }

@@ -1,18 +1,12 @@
-use crate::BrokerError;
-use futures_util::FutureExt;
-use futures_util::stream::StreamExt;
-use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, Consumer};
+use crate::client::{self, Connection};
+use crate::{BrokerError, Delivery};
 
 /// Deliveries from one queue on a channel of its own: its prefetch, its acks and its pace
 /// belong to that queue alone, so a service can stop reading one queue (backpressure)
 /// without its unread deliveries being acked along with another queue's.
 pub struct Inbox {
-    channel: Channel,
+    channel: client::ConsumeChannel,
     queue: String,
-    consumer: Consumer,
     /// The broker ended the consumer; deliveries before that were handed out first.
     cancelled: bool,
 }
@@ -23,22 +17,9 @@ impl Inbox {
         queue: &str,
         prefetch: u16,
     ) -> Result<Self, BrokerError> {
-        let channel = connection.create_channel().await?;
-        channel
-            .basic_qos(prefetch, BasicQosOptions::default())
-            .await?;
-        let consumer = channel
-            .basic_consume(
-                queue.into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
         Ok(Self {
-            channel,
+            channel: connection.consumer(queue, prefetch).await?,
             queue: queue.to_owned(),
-            consumer,
             cancelled: false,
         })
     }
@@ -62,10 +43,10 @@ impl Inbox {
         if self.cancelled {
             return Err(self.cancelled());
         }
-        let first = self.consumer.next().await.ok_or_else(|| self.cancelled())?;
+        let first = self.channel.next().await.ok_or_else(|| self.cancelled())?;
         let mut batch = vec![first?];
         loop {
-            match self.consumer.next().now_or_never() {
+            match self.channel.try_next() {
                 Some(Some(delivery)) => batch.push(delivery?),
                 Some(None) => {
                     self.cancelled = true;
@@ -85,14 +66,14 @@ impl Inbox {
     /// Acks every delivery of `batch`, and all earlier ones, in one frame.
     pub async fn ack(&self, batch: &[Delivery]) -> Result<(), BrokerError> {
         if let Some(newest) = batch.iter().max_by_key(|d| d.delivery_tag) {
-            newest.acker.ack(BasicAckOptions { multiple: true }).await?;
+            newest.acker.ack_multiple().await?;
         }
         Ok(())
     }
 
     /// Stops consuming; deliveries not yet acked go back to their queue.
     pub async fn close(self) -> Result<(), BrokerError> {
-        self.channel.close(200, "done".into()).await?;
+        self.channel.close().await?;
         Ok(())
     }
 }

@@ -30,22 +30,29 @@
 //!   ID, direct, fanout): [`Broker::declare_exchange`], [`Broker::bind_queue`],
 //!   [`Broker::bind_exchange`]; a missing plugin is [`ExchangeError::UnknownType`].
 //!
+//! - [`Delivery`], [`Properties`] (with [`Headers`]), [`Acker`]: messages in nnmon's own
+//!   terms, whichever AMQP client is compiled in ([`CLIENT`]): lapin by default, amqprs
+//!   with the feature `client-amqprs` (it wins when both are asked for). The client's
+//!   errors come wrapped as [`AmqpError`], with the broker's reply when there was one.
+//!   Each client lives in a module of its own under `client/`; nothing else in this
+//!   crate, and nothing in the services, names either.
+//!
 //! Data flows service → `Publisher::publish` → broker → `Inbox` → service → ack.
 
+mod client;
 mod connection;
 mod exchange;
 mod inbox;
+mod message;
 mod publisher;
 mod tls;
 mod url;
 
+pub use client::{AmqpError, CLIENT};
 pub use connection::{Broker, BrokerError, QueueState, QueueType, RetryPolicy, is_refusal};
 pub use exchange::{CONSISTENT_HASH_PLUGIN, ExchangeError, ExchangeKind};
 pub use inbox::Inbox;
-pub use lapin::message::Delivery;
-pub use lapin::options::BasicAckOptions;
-pub use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-pub use lapin::{Acker, BasicProperties, Error as AmqpError};
+pub use message::{Acker, Delivery, HeaderValue, Headers, Properties};
 pub use publisher::{Publisher, message_properties};
 pub use tls::{FileRole, TlsError, TlsFiles, Trusted};
 pub use url::{BrokerUrl, BrokerUrls, InvalidUrl};

@@ -1,34 +1,33 @@
-use crate::BrokerError;
+use crate::client::{self, Outcome};
+use crate::{BrokerError, Properties};
 use futures_util::FutureExt;
-use lapin::options::BasicPublishOptions;
-use lapin::{BasicProperties, Channel};
-use lapin::{Confirmation, PublisherConfirm};
 use std::collections::VecDeque;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Properties of every nnmon message: persistent JSON with its ID and the time in seconds
 /// (AMQP's resolution; the microsecond publish time travels in the body).
-pub fn message_properties(message_id: &str) -> BasicProperties {
+pub fn message_properties(message_id: &str) -> Properties {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    BasicProperties::default()
+    Properties::default()
         .with_delivery_mode(2)
-        .with_content_type("application/json".into())
-        .with_message_id(message_id.into())
+        .with_content_type("application/json")
+        .with_message_id(message_id)
         .with_timestamp(now)
 }
 
 /// A confirm-mode channel with a window of unconfirmed messages, each tagged with a token.
 pub struct Publisher<T> {
-    channel: Channel,
+    channel: client::PublishChannel,
     window: usize,
-    in_flight: VecDeque<(PublisherConfirm, T)>,
+    /// The tokens of the messages in flight, oldest first (the channel keeps their order).
+    in_flight: VecDeque<T>,
 }
 
 impl<T> Publisher<T> {
-    pub(crate) fn new(channel: Channel, window: usize) -> Self {
+    pub(crate) fn new(channel: client::PublishChannel, window: usize) -> Self {
         Self {
             channel,
             window: window.max(1),
@@ -42,7 +41,7 @@ impl<T> Publisher<T> {
         &mut self,
         queue: &str,
         body: &[u8],
-        properties: BasicProperties,
+        properties: Properties,
         token: T,
     ) -> Result<(), BrokerError> {
         self.publish_to("", queue, body, properties, token).await
@@ -55,24 +54,13 @@ impl<T> Publisher<T> {
         exchange: &str,
         routing_key: &str,
         body: &[u8],
-        properties: BasicProperties,
+        properties: Properties,
         token: T,
     ) -> Result<(), BrokerError> {
-        let options = BasicPublishOptions {
-            mandatory: true,
-            ..BasicPublishOptions::default()
-        };
-        let confirm = self
-            .channel
-            .basic_publish(
-                exchange.into(),
-                routing_key.into(),
-                options,
-                body,
-                properties,
-            )
+        self.channel
+            .publish(exchange, routing_key, body, &properties)
             .await?;
-        self.in_flight.push_back((confirm, token));
+        self.in_flight.push_back(token);
         Ok(())
     }
 
@@ -94,17 +82,14 @@ impl<T> Publisher<T> {
     /// Waits for the oldest unconfirmed message and returns its token. Pends forever when
     /// nothing is in flight, so it can sit in a `select!` guarded by `in_flight() > 0`.
     pub async fn confirmed(&mut self) -> Result<T, BrokerError> {
-        let Some((confirm, _)) = self.in_flight.front_mut() else {
+        if self.in_flight.is_empty() {
             return std::future::pending().await;
-        };
+        }
         // On any failure the token stays in flight, so `into_unconfirmed` hands it back.
-        match confirm.await? {
-            Confirmation::Ack(None) | Confirmation::NotRequested => {
-                let (_, token) = self.in_flight.pop_front().ok_or(BrokerError::Nacked)?;
-                Ok(token)
-            }
-            Confirmation::Ack(Some(_)) => Err(BrokerError::Returned),
-            Confirmation::Nack(_) => Err(BrokerError::Nacked),
+        match self.channel.oldest().await? {
+            Outcome::Ack => self.in_flight.pop_front().ok_or(BrokerError::Nacked),
+            Outcome::Returned => Err(BrokerError::Returned),
+            Outcome::Nack => Err(BrokerError::Nacked),
         }
     }
 
@@ -134,13 +119,13 @@ impl<T> Publisher<T> {
 
     /// Closes the channel once nothing is in flight (call [`drain`](Self::drain) first).
     pub async fn close(self) -> Result<(), BrokerError> {
-        self.channel.close(200, "done".into()).await?;
+        self.channel.close().await?;
         Ok(())
     }
 
     /// Gives up on the channel, returning the tokens of messages whose fate is unknown, so
     /// that the caller can publish them again on a new connection.
     pub fn into_unconfirmed(self) -> Vec<T> {
-        self.in_flight.into_iter().map(|(_, token)| token).collect()
+        self.in_flight.into_iter().collect()
     }
 }

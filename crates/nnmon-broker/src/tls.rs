@@ -1,27 +1,26 @@
 //! TLS towards the broker: the CA, client certificate and key files an operator gives, and
 //! the certificate problems that no retry can fix.
 //!
-//! Every `amqps://` connection goes through [`connect`] with a rustls connector made from
-//! the files, which are read once, on the first connection attempt and before it; later
+//! Every `amqps://` connection is made with a rustls connector (the client's, see
+//! `client`) made from the files, which are read once, on the first connection attempt and before it; later
 //! reconnections reuse it. `--tls-ca-file` *replaces* the system's roots: the broker's
 //! certificate must then come from one of those CAs. Without it the system's roots are used
-//! (the platform verifier, as lapin does by default). Messages name files, hosts and what
+//! (lapin: the platform verifier; amqprs: the webpki roots). Messages name files, hosts and what
 //! went wrong, never a key's bytes.
 
 use crate::BrokerUrl;
-use futures_io::{AsyncRead, AsyncWrite};
-use lapin::tcp::{AMQPUriTcpExt, AsyncTcpStream, RustlsConnector, RustlsConnectorConfig};
-use lapin::uri::{AMQPScheme, AMQPUri};
-use lapin::{Connection, ConnectionProperties};
+use crate::client::{self, AmqpError};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{AlertDescription, CertificateError};
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::warn;
+
+/// A client certificate chain (its own certificate first) and its private key.
+pub(crate) type Identity = (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>);
 
 /// The files of `--tls-ca-file`, `--tls-cert-file` and `--tls-key-file`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -132,10 +131,18 @@ impl fmt::Display for Trusted {
 }
 
 /// The TLS files of a [`BrokerUrl`] and, once loaded, the connector made of them.
-#[derive(Debug)]
 pub(crate) struct Tls {
     pub(crate) files: TlsFiles,
-    connector: OnceLock<RustlsConnector>,
+    connector: OnceLock<client::Connector>,
+}
+
+impl fmt::Debug for Tls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tls")
+            .field("files", &self.files)
+            .field("loaded", &self.connector.get().is_some())
+            .finish()
+    }
 }
 
 impl Tls {
@@ -148,40 +155,13 @@ impl Tls {
 
     /// The connector, reading the files the first time (and warning then about a key file
     /// others can read).
-    pub(crate) fn connector(&self) -> Result<RustlsConnector, TlsError> {
+    pub(crate) fn connector(&self) -> Result<client::Connector, TlsError> {
         if let Some(connector) = self.connector.get() {
             return Ok(connector.clone());
         }
         let connector = load(&self.files)?;
         Ok(self.connector.get_or_init(|| connector).clone())
     }
-}
-
-/// Connects to `uri` (`amqps://`) with `connector`: lapin's own TCP connection, then the
-/// TLS handshake with nnmon's settings, then the broker's verdict on the client.
-pub(crate) async fn connect(
-    uri: AMQPUri,
-    properties: ConnectionProperties,
-    connector: RustlsConnector,
-) -> lapin::Result<Connection> {
-    let runtime = lapin::runtime::default_runtime()?;
-    Connection::connector(
-        uri,
-        runtime,
-        async move |uri, runtime| {
-            let tcp = AMQPUri {
-                scheme: AMQPScheme::AMQP,
-                ..uri.clone()
-            };
-            let stream = tcp.connect_async(&runtime).await?;
-            let started = Instant::now();
-            let mut stream = stream.into_rustls(&connector, &uri.authority.host).await?;
-            await_verdict(&mut stream, started.elapsed()).await?;
-            Ok(stream)
-        },
-        properties,
-    )
-    .await
 }
 
 /// The shortest and longest wait for a broker's verdict on the client (see [`await_verdict`]).
@@ -194,22 +174,17 @@ const VERDICT_WAIT: (Duration, Duration) = (Duration::from_millis(200), Duration
 /// like a network failure, retried. So wait for the verdict, three handshakes' time (within
 /// [`VERDICT_WAIT`]): an alert comes back as the error, silence means accepted (an AMQP
 /// broker says nothing before the client's header).
-async fn await_verdict<S>(
-    stream: &mut AsyncTcpStream<S>,
+///
+/// `read` reads one byte of the TLS stream; `tls13`: the version the handshake agreed on.
+pub(crate) async fn await_verdict(
+    tls13: bool,
     handshake: Duration,
-) -> std::io::Result<()>
-where
-    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let AsyncTcpStream::Rustls(tls) = stream else {
-        return Ok(());
-    };
-    if tls.get_ref().1.protocol_version() != Some(rustls::ProtocolVersion::TLSv1_3) {
+    read: impl Future<Output = std::io::Result<usize>>,
+) -> std::io::Result<()> {
+    if !tls13 {
         return Ok(()); // in TLS 1.2 the broker's Finished was the verdict
     }
     let wait = (3 * handshake).clamp(VERDICT_WAIT.0, VERDICT_WAIT.1);
-    let mut byte = [0u8; 1];
-    let read = std::future::poll_fn(|cx| Pin::new(&mut *tls).poll_read(cx, &mut byte));
     match tokio::time::timeout(wait, read).await {
         Err(_silence) => Ok(()),
         Ok(Err(error)) => Err(error),
@@ -280,12 +255,12 @@ fn warn_if_others_can_read(path: &Path) {
     }
 }
 
-/// The rustls connector for `files`: every file read and checked before any connection.
-fn load(files: &TlsFiles) -> Result<RustlsConnector, TlsError> {
-    let config = match &files.ca_file {
+/// The connector for `files`: every file read and checked before any connection.
+fn load(files: &TlsFiles) -> Result<client::Connector, TlsError> {
+    let roots = match &files.ca_file {
         Some(path) => {
             let cas = certificates(FileRole::Ca, path)?;
-            // rustls-connector would skip an unusable CA in silence; refuse it instead.
+            // A client library could skip an unusable CA in silence; refuse it instead.
             let mut check = rustls::RootCertStore::empty();
             for ca in &cas {
                 check.add(ca.clone()).map_err(|e| TlsError::BadCa {
@@ -293,18 +268,18 @@ fn load(files: &TlsFiles) -> Result<RustlsConnector, TlsError> {
                     reason: e.to_string(),
                 })?;
             }
-            // Not the platform verifier: with it these would be added to the system's roots.
-            RustlsConnectorConfig::default().with_parsable_certificates(cas)
+            Some(cas)
         }
-        None => RustlsConnectorConfig::new_with_platform_verifier(),
+        None => None,
     };
-    let connector = match (&files.cert_file, &files.key_file) {
+    match (&files.cert_file, &files.key_file) {
         (Some(cert), Some(key)) => {
-            let chain = certificates(FileRole::Certificate, cert)?;
-            let private_key = private_key(key)?;
-            config
-                .connector_with_single_cert(chain, private_key)
-                .map_err(|error| match rustls_error_in(&error) {
+            let identity = (
+                certificates(FileRole::Certificate, cert)?,
+                private_key(key)?,
+            );
+            client::connector(roots, Some(identity)).map_err(|error| {
+                match rustls_error_in(&error) {
                     Some(rustls::Error::InconsistentKeys(_)) => TlsError::KeyMismatch {
                         cert: cert.clone(),
                         key: key.clone(),
@@ -314,40 +289,19 @@ fn load(files: &TlsFiles) -> Result<RustlsConnector, TlsError> {
                         key: key.clone(),
                         reason: error.to_string(),
                     },
-                })?
+                }
+            })
         }
         // The command line requires both or neither.
-        _ => config
-            .connector_with_no_client_auth()
-            .map_err(|error| TlsError::Setup {
-                reason: error.to_string(),
-            })?,
-    };
-    Ok(connector)
+        _ => client::connector(roots, None).map_err(|error| TlsError::Setup {
+            reason: error.to_string(),
+        }),
+    }
 }
 
 /// The rustls error an I/O error carries, if any.
-fn rustls_error_in(error: &std::io::Error) -> Option<&rustls::Error> {
+pub(crate) fn rustls_error_in(error: &std::io::Error) -> Option<&rustls::Error> {
     error.get_ref()?.downcast_ref::<rustls::Error>()
-}
-
-/// The rustls error somewhere in `error`'s chain (lapin wraps the socket's I/O error,
-/// which wraps the TLS one).
-fn rustls_error(error: &lapin::Error) -> Option<&rustls::Error> {
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(error);
-    while let Some(current) = cause {
-        if let Some(found) = current.downcast_ref::<rustls::Error>() {
-            return Some(found);
-        }
-        if let Some(found) = current
-            .downcast_ref::<std::io::Error>()
-            .and_then(rustls_error_in)
-        {
-            return Some(found);
-        }
-        cause = current.source();
-    }
-    None
 }
 
 /// Alerts with which a broker refuses the client's certificate.
@@ -365,8 +319,8 @@ fn rejects_the_client_certificate(alert: AlertDescription) -> bool {
 }
 
 /// Whether `error` is a certificate problem (see [`certificate_problem`]).
-pub(crate) fn is_certificate_problem(error: &lapin::Error) -> bool {
-    match rustls_error(error) {
+pub(crate) fn is_certificate_problem(error: &AmqpError) -> bool {
+    match error.rustls_error() {
         Some(rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented) => true,
         Some(rustls::Error::AlertReceived(alert)) => {
             *alert == AlertDescription::CertificateRequired
@@ -380,13 +334,13 @@ pub(crate) fn is_certificate_problem(error: &lapin::Error) -> bool {
 /// from a trusted CA, expired, for another host…) or the client's refused by the broker
 /// (missing, from a CA it does not trust, expired…). Other TLS failures (a reset in the
 /// middle of a handshake, a plain-AMQP port) are not: they are retried.
-pub(crate) fn certificate_problem(error: &lapin::Error, url: &BrokerUrl) -> Option<TlsError> {
+pub(crate) fn certificate_problem(error: &AmqpError, url: &BrokerUrl) -> Option<TlsError> {
     if !is_certificate_problem(error) {
         return None;
     }
     let broker = url.host_port();
     let files = url.tls_files();
-    Some(match rustls_error(error)? {
+    Some(match error.rustls_error()? {
         rustls::Error::InvalidCertificate(problem) => server_problem(problem, url, broker),
         rustls::Error::AlertReceived(alert) => match files.and_then(|f| f.cert_file.as_ref()) {
             Some(cert) if *alert != AlertDescription::CertificateRequired => {
@@ -506,14 +460,14 @@ mod tests {
         assert_eq!(utc(951_782_400 + 3_661), "2000-02-29 01:01:01 UTC");
     }
 
-    fn lapin_error(error: rustls::Error) -> lapin::Error {
+    fn tls_error(error: rustls::Error) -> AmqpError {
         std::io::Error::new(std::io::ErrorKind::InvalidData, error).into()
     }
 
     #[test]
     fn certificate_problems_are_told_apart_from_other_tls_failures() {
         let url: BrokerUrl = "amqps://u:pw@broker:5671/%2f".parse().expect("valid");
-        let untrusted = lapin_error(rustls::Error::InvalidCertificate(
+        let untrusted = tls_error(rustls::Error::InvalidCertificate(
             CertificateError::UnknownIssuer,
         ));
         let text = certificate_problem(&untrusted, &url)
@@ -523,7 +477,7 @@ mod tests {
             text.contains("broker:5671") && text.contains("system trusts"),
             "{text}"
         );
-        let required = lapin_error(rustls::Error::AlertReceived(
+        let required = tls_error(rustls::Error::AlertReceived(
             AlertDescription::CertificateRequired,
         ));
         let text = certificate_problem(&required, &url)
@@ -534,9 +488,9 @@ mod tests {
             rustls::Error::DecryptError,
             rustls::Error::AlertReceived(AlertDescription::InternalError),
         ] {
-            assert!(certificate_problem(&lapin_error(other), &url).is_none());
+            assert!(certificate_problem(&tls_error(other), &url).is_none());
         }
-        let reset = lapin::Error::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
+        let reset = AmqpError::from(std::io::Error::from(std::io::ErrorKind::ConnectionReset));
         assert!(!is_certificate_problem(&reset));
     }
 
@@ -548,7 +502,9 @@ mod tests {
             ca_file: Some(missing.clone()),
             ..TlsFiles::default()
         };
-        let error = load(&files).expect_err("missing CA file");
+        let Err(error) = load(&files) else {
+            panic!("a missing CA file was accepted")
+        };
         assert!(
             matches!(&error, TlsError::Unreadable { what: FileRole::Ca, path, .. } if *path == missing)
         );

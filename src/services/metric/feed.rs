@@ -212,8 +212,7 @@ impl<'a> FeedSession<'a> {
         }
         let shard = self.feed.shard;
         let body = serde_json::to_vec(&ShardStatus { shard, status })?;
-        let properties =
-            message_properties(&format!("status-{shard}")).with_type(STATUS_TYPE.into());
+        let properties = message_properties(&format!("status-{shard}")).with_type(STATUS_TYPE);
         let exchange = &self.feed.exchange;
         self.publisher
             .publish_to(exchange, "", &body, properties, None)

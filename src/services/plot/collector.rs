@@ -175,7 +175,7 @@ pub(crate) async fn run(
                     batch = inbox.next_batch() => batch?,
                 };
                 for delivery in &batch {
-                    let kind = delivery.properties.kind().as_ref().map(|k| k.as_str());
+                    let kind = delivery.properties.kind.as_deref();
                     if kind == Some(STATUS_TYPE) {
                         // A status is replaced by the next one: one that cannot be read is
                         // only noted.
