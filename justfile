@@ -23,6 +23,11 @@ test: broker
     cargo test --workspace
     cargo test --release -p nnmon-stats --test calibration -- --include-ignored
 
+# The same suite as `test` with nnmon built on amqprs instead of lapin (feature
+# client-amqprs); the calibration, which no AMQP client touches, is left to `test`
+test-amqprs: broker
+    cargo test --workspace --features client-amqprs
+
 # The drift detectors' calibration, with its figures printed
 calibrate:
     cargo test --release -p nnmon-stats --test calibration -- --include-ignored --nocapture
@@ -47,6 +52,28 @@ lint:
 # Criterion benchmarks, including the pipeline against the broker's own ceiling
 bench: broker
     cargo bench
+
+# Release nnmon binaries, one per AMQP client, copied to <target>/bench-binaries/ (the
+# second build reuses the first's dependencies); prints them as NNMON_BENCH_BINARIES wants
+bench-binaries:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    target="${CARGO_TARGET_DIR:-target}"
+    mkdir -p "$target/bench-binaries"
+    cargo build --release --bin nnmon
+    cp "$target/release/nnmon" "$target/bench-binaries/nnmon-lapin"
+    cargo build --release --bin nnmon --features client-amqprs
+    cp "$target/release/nnmon" "$target/bench-binaries/nnmon-amqprs"
+    echo "lapin=$target/bench-binaries/nnmon-lapin,amqprs=$target/bench-binaries/nnmon-amqprs"
+
+# The pipeline bench with nnmon on each client side by side, each beside a raw client of
+# the same library (the table in README's "Choosing the AMQP client")
+bench-clients: broker bench-binaries
+    #!/usr/bin/env bash
+    set -euo pipefail
+    target="${CARGO_TARGET_DIR:-target}"
+    NNMON_BENCH_BINARIES="lapin=$target/bench-binaries/nnmon-lapin,amqprs=$target/bench-binaries/nnmon-amqprs" \
+        cargo bench --bench pipeline
 
 # Every shipped scenario (scenarios/*.toml) with the release build into results/latest/,
 # then the README's scenario results regenerated from their summary.json files

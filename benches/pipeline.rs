@@ -40,8 +40,12 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group};
 use std::cell::RefCell;
 use std::time::Duration;
-use support::run::{PipelineRun, Topology, median, percentile, run_ceiling, run_pipeline};
-use support::{amqp_url, connect, nnmon_binary};
+use support::raw_amqprs::run_ceiling_amqprs;
+use support::run::{
+    PipelineRun, TICKS_PER_SECOND, Topology, cpu_ticks, median, percentile, run_ceiling,
+    run_pipeline,
+};
+use support::{amqp_url, bench_binaries, connect};
 use tokio::runtime::Runtime;
 
 const DEFAULT_ITEMS: u64 = 15_000;
@@ -68,10 +72,19 @@ fn long_group<'a>(c: &'a mut Criterion, name: &str, items: u64) -> BenchmarkGrou
     group
 }
 
-/// One iteration: a pipeline run, then a ceiling run.
-struct Pair {
-    pipeline: PipelineRun,
-    ceiling: Duration,
+/// The raw clients a ceiling is run with, each nnmon build compared with its own.
+const RAW_CLIENTS: [&str; 2] = ["lapin", "amqprs"];
+
+/// One iteration: a pipeline run per nnmon binary, then a ceiling run per raw client.
+struct Round {
+    pipelines: Vec<PipelineRun>,
+    /// Per raw client: the run's time, and the bench process's CPU seconds for it.
+    ceilings: Vec<(Duration, f64)>,
+}
+
+/// The bench process's CPU seconds so far (the ceilings' clients run in it).
+fn own_cpu() -> f64 {
+    cpu_ticks(std::process::id()) as f64 / TICKS_PER_SECOND
 }
 
 fn pipeline_vs_ceiling(c: &mut Criterion) {
@@ -79,51 +92,73 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
         eprintln!("pipeline bench skipped: NNMON_SKIP_BROKER_TESTS=1");
         return;
     }
-    let binary = nnmon_binary();
+    let binaries = bench_binaries();
     let runtime = Runtime::new().expect("tokio runtime");
     let url = amqp_url();
     let items = items();
     let connection = runtime.block_on(connect(&url));
+    for (client, binary) in &binaries {
+        eprintln!(
+            "pipeline: {items} items per run, nnmon on {client}: {}",
+            binary.display()
+        );
+    }
     eprintln!(
-        "pipeline: {items} items per run, pipeline and ceiling alternating, binary {}",
-        binary.display()
+        "ceilings: raw {} (in this process)",
+        RAW_CLIENTS.join(", raw ")
     );
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let rate = |elapsed: Duration| items as f64 / elapsed.as_secs_f64();
-    let pairs = RefCell::new(Vec::<Pair>::new());
+    let rounds = RefCell::new(Vec::<Round>::new());
     let mut group = long_group(c, "pipeline", items);
     group.bench_function("items", |b| {
         b.to_async(&runtime).iter_custom(|iters| {
-            let (connection, url, pairs) = (&connection, &url, &pairs);
+            let (connection, url, rounds, binaries) = (&connection, &url, &rounds, &binaries);
             async move {
-                // Criterion gets the pipeline's time; the ceiling's goes to the summary.
+                // Criterion gets the pipelines' time; the ceilings' go to the summary.
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let pipeline =
-                        run_pipeline(connection, url, items, Topology::default()).await;
-                    let ceiling = run_ceiling(connection, url, items, "classic").await;
-                    let n = pairs.borrow().len() + 1;
-                    let lat = &pipeline.latencies_us;
-                    let [features, model, metric, busy] = pipeline.cpu;
-                    eprintln!(
-                        "pair {n}: pipeline {:.2?} = {:.0} items/s, latency p50 {:.1} ms, p99 {:.1} ms; \
-                         ceiling {ceiling:.2?} = {:.0} items/s (x3 queues); ratio {:.2}",
-                        pipeline.elapsed,
-                        rate(pipeline.elapsed),
-                        percentile(lat, 50.0) as f64 / 1000.0,
-                        percentile(lat, 99.0) as f64 / 1000.0,
-                        rate(ceiling),
-                        rate(pipeline.elapsed) / rate(ceiling),
-                    );
-                    eprintln!(
-                        "pair {n}: pipeline CPU s from features' start to the last row: features {features:.2}, \
-                         model {model:.2}, metric {metric:.2}, rest (broker, bench) {:.2}, machine busy {busy:.2} of {:.2}",
-                        busy - features - model - metric,
-                        cores * pipeline.cpu_window.as_secs_f64(),
-                    );
-                    total += pipeline.elapsed;
-                    pairs.borrow_mut().push(Pair { pipeline, ceiling });
+                    let n = rounds.borrow().len() + 1;
+                    let mut pipelines = Vec::new();
+                    for (client, binary) in binaries {
+                        let pipeline =
+                            run_pipeline(connection, url, items, Topology::default(), binary)
+                                .await;
+                        let lat = &pipeline.latencies_us;
+                        let [features, model, metric, busy] = pipeline.cpu;
+                        eprintln!(
+                            "round {n}: nnmon on {client} {:.2?} = {:.0} items/s, latency p50 {:.1} ms, \
+                             p99 {:.1} ms; CPU s features {features:.2}, model {model:.2}, metric {metric:.2}, \
+                             rest (broker, bench) {:.2}, machine busy {busy:.2} of {:.2}",
+                            pipeline.elapsed,
+                            rate(pipeline.elapsed),
+                            percentile(lat, 50.0) as f64 / 1000.0,
+                            percentile(lat, 99.0) as f64 / 1000.0,
+                            busy - features - model - metric,
+                            cores * pipeline.cpu_window.as_secs_f64(),
+                        );
+                        total += pipeline.elapsed;
+                        pipelines.push(pipeline);
+                    }
+                    let mut ceilings = Vec::new();
+                    for raw in RAW_CLIENTS {
+                        let before = own_cpu();
+                        let elapsed = match raw {
+                            "lapin" => run_ceiling(connection, url, items, "classic").await,
+                            _ => run_ceiling_amqprs(connection, url, items, "classic").await,
+                        };
+                        let cpu = own_cpu() - before;
+                        eprintln!(
+                            "round {n}: raw {raw} ceiling {elapsed:.2?} = {:.0} items/s (x3 queues), CPU {cpu:.2} s",
+                            rate(elapsed)
+                        );
+                        ceilings.push((elapsed, cpu));
+                    }
+                    rounds.borrow_mut().push(Round {
+                        pipelines,
+                        ceilings,
+                    });
                 }
                 total
             }
@@ -134,52 +169,103 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
         let _ = connection.close(200, "done".into()).await;
     });
 
-    let pairs = pairs.into_inner();
-    if pairs.is_empty() {
+    let rounds = rounds.into_inner();
+    if rounds.is_empty() {
         return; // filtered out
     }
-    // Criterion's first call is the warm-up pair: left out, unless it is the only one.
-    let measured = if pairs.len() > 1 {
-        &pairs[1..]
+    // Criterion's first call is the warm-up round: left out, unless it is the only one.
+    let measured = if rounds.len() > 1 {
+        &rounds[1..]
     } else {
-        &pairs[..]
+        &rounds[..]
     };
-    let pipeline: Vec<f64> = measured.iter().map(|p| rate(p.pipeline.elapsed)).collect();
-    let ceiling: Vec<f64> = measured.iter().map(|p| rate(p.ceiling)).collect();
-    let ratios: Vec<f64> = pipeline.iter().zip(&ceiling).map(|(p, c)| p / c).collect();
-    let (min, max) = ratios
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &r| {
-            (lo.min(r), hi.max(r))
-        });
-    let mut latencies: Vec<u64> = measured
-        .iter()
-        .flat_map(|p| p.pipeline.latencies_us.iter().copied())
-        .collect();
-    latencies.sort_unstable();
     let n = measured.len();
-    let warm_up = if measured.len() < pairs.len() {
-        ", warm-up pair excluded"
+    let warm_up = if n < rounds.len() {
+        ", warm-up round excluded"
     } else {
         ""
     };
+    let per_item_us = |seconds: f64| seconds * 1e6 / items as f64;
     println!(
-        "pipeline/ceiling ratio, median of {n} pair(s): {:.2} (min {min:.2}, max {max:.2}); \
-         each timed from its first message published to its last message handled{warm_up}",
-        median(&ratios)
+        "nnmon vs the raw client of the same library, {items} items per run, medians of {n} round(s){warm_up}; \
+         items/s timed from the first message published to the last handled; CPU from /proc \
+         (nnmon: features + model + metric from features' start to the last row; raw: this \
+         process during its run, 3 publishes + 3 consumes per item like a pipeline item)"
     );
     println!(
-        "median items/s over the same {n} pair(s): pipeline {:.0}, ceiling {:.0}",
-        median(&pipeline),
-        median(&ceiling)
+        "| client | nnmon items/s | raw items/s | items/s ratio | latency p50 / p99 ms | \
+         nnmon CPU µs/item: features / model / metric = total | raw CPU µs/item | CPU ratio |"
     );
-    println!(
-        "pipeline latency_us over {} rows of {n} run(s): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
-        latencies.len(),
-        percentile(&latencies, 50.0) as f64 / 1000.0,
-        percentile(&latencies, 99.0) as f64 / 1000.0,
-        latencies.last().copied().unwrap_or(0) as f64 / 1000.0,
-    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for (index, (client, _)) in binaries.iter().enumerate() {
+        let raw = RAW_CLIENTS.iter().position(|r| r == client);
+        let runs: Vec<&PipelineRun> = measured.iter().map(|r| &r.pipelines[index]).collect();
+        let nnmon_rate = median(&runs.iter().map(|r| rate(r.elapsed)).collect::<Vec<_>>());
+        let cpu = |i: usize| {
+            median(
+                &runs
+                    .iter()
+                    .map(|r| per_item_us(r.cpu[i]))
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let total = median(
+            &runs
+                .iter()
+                .map(|r| per_item_us(r.cpu[0] + r.cpu[1] + r.cpu[2]))
+                .collect::<Vec<_>>(),
+        );
+        let mut latencies: Vec<u64> = runs
+            .iter()
+            .flat_map(|r| r.latencies_us.iter().copied())
+            .collect();
+        latencies.sort_unstable();
+        let (raw_rate, raw_cpu, rate_ratio, cpu_ratio) = match raw {
+            Some(raw) => {
+                let ceilings: Vec<(Duration, f64)> =
+                    measured.iter().map(|r| r.ceilings[raw]).collect();
+                // The ratios are taken within each round, then their median.
+                let rate_ratios: Vec<f64> = measured
+                    .iter()
+                    .map(|r| rate(r.pipelines[index].elapsed) / rate(r.ceilings[raw].0))
+                    .collect();
+                let cpu_ratios: Vec<f64> = measured
+                    .iter()
+                    .map(|r| {
+                        let p = &r.pipelines[index];
+                        (p.cpu[0] + p.cpu[1] + p.cpu[2]) / r.ceilings[raw].1
+                    })
+                    .collect();
+                (
+                    format!(
+                        "{:.0}",
+                        median(&ceilings.iter().map(|c| rate(c.0)).collect::<Vec<_>>())
+                    ),
+                    format!(
+                        "{:.1}",
+                        median(
+                            &ceilings
+                                .iter()
+                                .map(|c| per_item_us(c.1))
+                                .collect::<Vec<_>>()
+                        )
+                    ),
+                    format!("{:.2}", median(&rate_ratios)),
+                    format!("{:.2}", median(&cpu_ratios)),
+                )
+            }
+            None => ("-".into(), "-".into(), "-".into(), "-".into()),
+        };
+        println!(
+            "| {client} | {nnmon_rate:.0} | {raw_rate} | {rate_ratio} | {:.1} / {:.1} | \
+             {:.1} / {:.1} / {:.1} = {total:.1} | {raw_cpu} | {cpu_ratio} |",
+            percentile(&latencies, 50.0) as f64 / 1000.0,
+            percentile(&latencies, 99.0) as f64 / 1000.0,
+            cpu(0),
+            cpu(1),
+            cpu(2),
+        );
+    }
 }
 
 /// Criterion without its HTML plots: its plotting backend needs system fonts, which this

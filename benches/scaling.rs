@@ -24,7 +24,7 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 use support::run::{Topology, median, percentile, run_ceiling, run_pipeline};
-use support::{amqp_url, connect};
+use support::{amqp_url, connect, nnmon_binary};
 use tokio::runtime::Runtime;
 
 fn setting(name: &str, default: u64) -> u64 {
@@ -126,7 +126,13 @@ fn main() {
             queue_type: broker.queue_type,
             ..Topology::default()
         };
-        let warm_up = runtime.block_on(run_pipeline(&connection, &broker.urls, items / 5, base));
+        let warm_up = runtime.block_on(run_pipeline(
+            &connection,
+            &broker.urls,
+            items / 5,
+            base,
+            &nnmon_binary(),
+        ));
         eprintln!(
             "{}: warm-up run {:.0} items/s",
             broker.name,
@@ -173,7 +179,7 @@ async fn measure(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut services_cpu, mut rest_cpu) = (Vec::new(), Vec::new());
     for pair in 1..=pairs {
-        let run = run_pipeline(connection, &broker.urls, items, topology).await;
+        let run = run_pipeline(connection, &broker.urls, items, topology, &nnmon_binary()).await;
         let bare = run_ceiling(connection, broker.first_url(), items, topology.queue_type).await;
         let [features, models, metrics, busy] = run.cpu;
         let services = features + models + metrics;

@@ -3,6 +3,7 @@
 //! broker ([`run`]).
 #![allow(dead_code)] // each bench uses its own part
 
+pub mod raw_amqprs;
 pub mod run;
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
@@ -32,6 +33,26 @@ pub fn nnmon_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The `nnmon` binaries to compare, each with the AMQP client it was built with:
+/// `NNMON_BENCH_BINARIES` as `CLIENT=PATH,CLIENT=PATH` (what `just bench-binaries`
+/// builds), else [`nnmon_binary`] with the client this bench was built with.
+pub fn bench_binaries() -> Vec<(String, PathBuf)> {
+    match std::env::var("NNMON_BENCH_BINARIES") {
+        Ok(list) if !list.trim().is_empty() => list
+            .split(',')
+            .map(|entry| {
+                let (client, path) = entry.split_once('=').unwrap_or_else(|| {
+                    panic!("NNMON_BENCH_BINARIES: `{entry}` is not CLIENT=PATH")
+                });
+                let path = PathBuf::from(path.trim());
+                assert!(path.is_file(), "{} does not exist", path.display());
+                (client.trim().to_owned(), path)
+            })
+            .collect(),
+        _ => vec![(nnmon_broker::CLIENT.to_owned(), nnmon_binary())],
+    }
 }
 
 pub async fn connect(url: &str) -> Connection {

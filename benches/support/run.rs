@@ -5,7 +5,7 @@
 //! Both are timed the same way: **from the first message published to the last message
 //! handled** (see `benches/pipeline.rs` for why), and both keep nnmon's guarantees.
 
-use super::{LineCounter, connect, delete_queues, nnmon_binary, queue_state};
+use super::{LineCounter, connect, delete_queues, queue_state};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -17,13 +17,13 @@ use nnmon::services::metric::{METRIC_LOG, shard_dir};
 use nnmon_proto::{QueueNames, ShardNames};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Unconfirmed messages in flight per publisher, and prefetch per consumer: nnmon's default.
 pub const WINDOW: usize = 500;
-const BODY_BYTES: usize = 200;
+pub const BODY_BYTES: usize = 200;
 /// How long one run may take before the bench gives up.
 pub const ITERATION_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -147,6 +147,8 @@ pub struct PipelineRun {
 }
 
 struct Services {
+    /// The `nnmon` binary run.
+    binary: PathBuf,
     log_dir: tempfile::TempDir,
     children: Vec<(String, Child)>,
 }
@@ -155,7 +157,7 @@ impl Services {
     fn spawn(&mut self, name: &str, args: &[&str], url: &str, prefix: &str, topology: Topology) {
         let stderr =
             File::create(self.log_dir.path().join(format!("{name}.stderr"))).expect("stderr file");
-        let child = Command::new(nnmon_binary())
+        let child = Command::new(&self.binary)
             .args(args)
             .env("AMQP_URL", url)
             .env("NNMON_QUEUE_PREFIX", prefix)
@@ -241,19 +243,22 @@ async fn delete_topology(
     }
 }
 
-/// Runs the real `nnmon` binary with `topology` on the broker(s) of `url` (one URL or a
-/// cluster's list; `connection` is to one of them) until every one of `items` items is a
-/// row: `model` replicas and `metric` shards first, then `features --delay 0 --count N`.
+/// Runs the real `nnmon` binary (`binary`, e.g. [`nnmon_binary`]) with `topology` on the
+/// broker(s) of `url` (one URL or a cluster's list; `connection` is to one of them) until
+/// every one of `items` items is a row: `model` replicas and `metric` shards first, then
+/// `features --delay 0 --count N`.
 pub async fn run_pipeline(
     connection: &Connection,
     url: &str,
     items: u64,
     topology: Topology,
+    binary: &Path,
 ) -> PipelineRun {
     let prefix = fresh_prefix("pipeline");
     let queues = QueueNames::with_prefix(&prefix);
     let shards = (topology.shards > 1).then(|| ShardNames::new(&prefix, topology.shards));
     let mut services = Services {
+        binary: binary.to_owned(),
         log_dir: tempfile::tempdir().expect("tempdir"),
         children: Vec::new(),
     };
@@ -451,24 +456,16 @@ async fn consume(connection: Connection, mut consumer: lapin::Consumer, count: u
     last
 }
 
-/// One run of the bare broker (at `url`, one URL; `connection` is to it): `items` messages
-/// on each of three queues of `queue_type` at once, with nnmon's guarantees (durable
-/// queues, persistent messages, confirms in windows, prefetch, batched `multiple` acks).
-pub async fn run_ceiling(
-    connection: &Connection,
-    url: &str,
-    items: u64,
-    queue_type: &str,
-) -> Duration {
+/// A ceiling run's three durable queues of `queue_type`, on fresh names.
+pub async fn declare_ceiling_queues(connection: &Connection, queue_type: &str) -> QueueNames {
     let queues = QueueNames::with_prefix(&fresh_prefix("ceiling"));
-    let names = [&queues.features, &queues.y_true, &queues.y_pred];
     let declare = connection.create_channel().await.expect("channel");
     let mut arguments = FieldTable::default();
     arguments.insert(
         "x-queue-type".into(),
         AMQPValue::LongString(LongString::from(queue_type)),
     );
-    for name in names {
+    for name in [&queues.features, &queues.y_true, &queues.y_pred] {
         declare
             .queue_declare(
                 name.as_str().into(),
@@ -479,6 +476,20 @@ pub async fn run_ceiling(
             .expect("declare");
     }
     let _ = declare.close(200, "done".into()).await;
+    queues
+}
+
+/// One run of the bare broker with lapin (at `url`, one URL; `connection` is to it): `items` messages
+/// on each of three queues of `queue_type` at once, with nnmon's guarantees (durable
+/// queues, persistent messages, confirms in windows, prefetch, batched `multiple` acks).
+pub async fn run_ceiling(
+    connection: &Connection,
+    url: &str,
+    items: u64,
+    queue_type: &str,
+) -> Duration {
+    let queues = declare_ceiling_queues(connection, queue_type).await;
+    let names = [&queues.features, &queues.y_true, &queues.y_pred];
 
     // Connections, channels and consumers are set up before the clock starts, as nnmon's
     // services are before their first message.
@@ -523,6 +534,17 @@ pub async fn run_ceiling(
             tokio::spawn(publish(connection, channel, queue, items))
         })
         .collect();
+    let elapsed = ceiling_time(published, consumed).await;
+    delete_queues(connection, &queues.all()).await;
+    elapsed
+}
+
+/// A ceiling run's time: from the first message its publishers sent (each task returns
+/// when it sent its first) to the last one its consumers acked (when each acked its last).
+pub async fn ceiling_time(
+    published: Vec<tokio::task::JoinHandle<Instant>>,
+    consumed: Vec<tokio::task::JoinHandle<Instant>>,
+) -> Duration {
     let all = futures_util::future::join(
         futures_util::future::join_all(published),
         futures_util::future::join_all(consumed),
@@ -538,6 +560,5 @@ pub async fn run_ceiling(
     };
     let first_published = instants(published).into_iter().min().expect("publishers");
     let last_handled = instants(consumed).into_iter().max().expect("consumers");
-    delete_queues(connection, &queues.all()).await;
     last_handled - first_published
 }

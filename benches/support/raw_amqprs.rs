@@ -1,0 +1,197 @@
+//! The bare broker's ceiling moved by amqprs instead of lapin: the same three queues, the
+//! same guarantees and the same clock as [`run_ceiling`](super::run::run_ceiling), so that
+//! nnmon on amqprs is compared with amqprs alone.
+
+use super::delete_queues;
+use super::run::{BODY_BYTES, WINDOW, ceiling_time, declare_ceiling_queues};
+use amqprs::callbacks::ChannelCallback;
+use amqprs::channel::{
+    BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
+    ConfirmSelectArguments, ConsumerMessage,
+};
+use amqprs::connection::{Connection, OpenConnectionArguments};
+use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
+use std::collections::BTreeSet;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+type Outcome = std::result::Result<(), amqprs::error::Error>;
+
+/// Forwards the broker's confirms of one channel: `(tag, multiple, acked)`.
+struct Confirms(mpsc::UnboundedSender<(u64, bool, bool)>);
+
+#[async_trait::async_trait]
+impl ChannelCallback for Confirms {
+    async fn close(&mut self, _: &Channel, close: CloseChannel) -> Outcome {
+        panic!("the broker closed a ceiling channel: {close}");
+    }
+    async fn cancel(&mut self, _: &Channel, _: Cancel) -> Outcome {
+        panic!("the broker cancelled a ceiling consumer");
+    }
+    async fn flow(
+        &mut self,
+        _: &Channel,
+        active: bool,
+    ) -> std::result::Result<bool, amqprs::error::Error> {
+        Ok(active)
+    }
+    async fn publish_ack(&mut self, _: &Channel, ack: Ack) {
+        let _ = self.0.send((ack.delivery_tag(), ack.mutiple(), true));
+    }
+    async fn publish_nack(&mut self, _: &Channel, nack: Nack) {
+        let _ = self.0.send((nack.delivery_tag(), nack.multiple(), false));
+    }
+    async fn publish_return(&mut self, _: &Channel, _: Return, _: BasicProperties, _: Vec<u8>) {
+        panic!("a ceiling message was returned");
+    }
+}
+
+async fn open(url: &str) -> Connection {
+    let uri = lapin::uri::AMQPUri::from_str(url).expect("AMQP_URL");
+    let user = &uri.authority.userinfo;
+    let mut arguments = OpenConnectionArguments::new(
+        &uri.authority.host,
+        uri.authority.port,
+        &user.username,
+        &user.password,
+    );
+    arguments.virtual_host(&uri.vhost);
+    Connection::open(&arguments)
+        .await
+        .unwrap_or_else(|e| panic!("cannot reach the broker at AMQP_URL with amqprs ({e})"))
+}
+
+/// Publishes `count` persistent mandatory messages to `queue`, confirms awaited in windows.
+/// Returns when the first message was published.
+async fn publish(
+    connection: Connection,
+    channel: Channel,
+    mut confirms: mpsc::UnboundedReceiver<(u64, bool, bool)>,
+    queue: String,
+    count: u64,
+) -> Instant {
+    let body = vec![b'x'; BODY_BYTES];
+    let mut arguments = BasicPublishArguments::new("", &queue);
+    arguments.mandatory = true;
+    // Confirmed: every tag up to `settled`, and single acks beyond it.
+    let mut settled = 0u64;
+    let mut ahead = BTreeSet::new();
+    let mut confirm = |(tag, multiple, acked): (u64, bool, bool), settled: &mut u64| {
+        assert!(acked, "the broker nacked a message");
+        if multiple {
+            *settled = (*settled).max(tag);
+        } else {
+            ahead.insert(tag);
+        }
+        while ahead.first().is_some_and(|&t| t <= *settled + 1) {
+            let t = ahead.pop_first().unwrap_or_default();
+            *settled = (*settled).max(t);
+        }
+    };
+    let first = Instant::now();
+    for published in 0..count {
+        while published - settled >= WINDOW as u64 {
+            let event = confirms.recv().await.expect("the channel closed");
+            confirm(event, &mut settled);
+        }
+        let mut properties = BasicProperties::default();
+        properties
+            .with_delivery_mode(2)
+            .with_content_type("application/json");
+        channel
+            .basic_publish(properties, body.clone(), arguments.clone())
+            .await
+            .expect("publish");
+    }
+    while settled < count {
+        let event = confirms.recv().await.expect("the channel closed");
+        confirm(event, &mut settled);
+    }
+    let _ = connection.close().await;
+    first
+}
+
+/// Consumes `count` messages, acking what is buffered in one `multiple` ack. Returns when
+/// the last message was acked.
+async fn consume(
+    connection: Connection,
+    channel: Channel,
+    mut deliveries: mpsc::UnboundedReceiver<ConsumerMessage>,
+    count: u64,
+) -> Instant {
+    let tag = |message: ConsumerMessage| message.deliver.expect("a delivery").delivery_tag();
+    let mut received = 0u64;
+    while received < count {
+        let mut newest = tag(deliveries.recv().await.expect("consumer ended"));
+        received += 1;
+        while received < count {
+            match deliveries.try_recv() {
+                Ok(message) => {
+                    newest = tag(message);
+                    received += 1;
+                }
+                Err(_) => break,
+            }
+        }
+        channel
+            .basic_ack(BasicAckArguments::new(newest, true))
+            .await
+            .expect("ack");
+    }
+    let last = Instant::now();
+    let _ = connection.close().await;
+    last
+}
+
+/// [`run_ceiling`](super::run::run_ceiling) with amqprs publishers and consumers (queues
+/// declared and deleted through `connection`).
+pub async fn run_ceiling_amqprs(
+    connection: &lapin::Connection,
+    url: &str,
+    items: u64,
+    queue_type: &str,
+) -> Duration {
+    let queues = declare_ceiling_queues(connection, queue_type).await;
+    let names = [&queues.features, &queues.y_true, &queues.y_pred];
+    let mut publishers = Vec::new();
+    let mut consumers = Vec::new();
+    for name in names {
+        let publisher = open(url).await;
+        let channel = publisher.open_channel(None).await.expect("channel");
+        let (sender, confirms) = mpsc::unbounded_channel();
+        channel
+            .register_callback(Confirms(sender))
+            .await
+            .expect("callback");
+        channel
+            .confirm_select(ConfirmSelectArguments::new(false))
+            .await
+            .expect("confirm_select");
+        publishers.push((publisher, channel, confirms, name.clone()));
+        let consumer = open(url).await;
+        let channel = consumer.open_channel(None).await.expect("channel");
+        channel
+            .basic_qos(BasicQosArguments::new(0, WINDOW as u16, false))
+            .await
+            .expect("qos");
+        let (_, deliveries) = channel
+            .basic_consume_rx(BasicConsumeArguments::new(name, ""))
+            .await
+            .expect("consume");
+        consumers.push((consumer, channel, deliveries));
+    }
+    let consumed: Vec<_> = consumers
+        .into_iter()
+        .map(|(c, channel, deliveries)| tokio::spawn(consume(c, channel, deliveries, items)))
+        .collect();
+    let published: Vec<_> = publishers
+        .into_iter()
+        .map(|(c, channel, confirms, queue)| {
+            tokio::spawn(publish(c, channel, confirms, queue, items))
+        })
+        .collect();
+    let elapsed = ceiling_time(published, consumed).await;
+    delete_queues(connection, &queues.all()).await;
+    elapsed
+}
