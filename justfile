@@ -23,10 +23,10 @@ test: broker
     cargo test --workspace
     cargo test --release -p nnmon-stats --test calibration -- --include-ignored
 
-# The same suite as `test` with nnmon built on amqprs instead of lapin (feature
-# client-amqprs); the calibration, which no AMQP client touches, is left to `test`
-test-amqprs: broker
-    cargo test --workspace --features client-amqprs
+# The same suite as `test` with nnmon built on lapin instead of amqprs (the default, through
+# the feature client-amqprs); the calibration, which no AMQP client touches, is left to `test`
+test-lapin: broker
+    cargo test --workspace --no-default-features
 
 # The drift detectors' calibration, with its figures printed
 calibrate:
@@ -48,6 +48,7 @@ cluster-down:
 lint:
     cargo fmt --all --check
     cargo clippy --workspace --all-targets -- -D warnings
+    cargo clippy --workspace --all-targets --no-default-features -- -D warnings
 
 # Criterion benchmarks, including the pipeline against the broker's own ceiling
 bench: broker
@@ -60,14 +61,14 @@ bench-binaries:
     set -euo pipefail
     target="${CARGO_TARGET_DIR:-target}"
     mkdir -p "$target/bench-binaries"
-    cargo build --release --bin nnmon
+    cargo build --release --bin nnmon --no-default-features
     cp "$target/release/nnmon" "$target/bench-binaries/nnmon-lapin"
-    cargo build --release --bin nnmon --features client-amqprs
+    cargo build --release --bin nnmon
     cp "$target/release/nnmon" "$target/bench-binaries/nnmon-amqprs"
     echo "lapin=$target/bench-binaries/nnmon-lapin,amqprs=$target/bench-binaries/nnmon-amqprs"
 
 # The pipeline bench with nnmon on each client side by side, each beside a raw client of
-# the same library (the table in README's "Choosing the AMQP client")
+# the same library (the table in README's "Two AMQP clients")
 bench-clients: broker bench-binaries
     #!/usr/bin/env bash
     set -euo pipefail

@@ -1,7 +1,7 @@
 //! End-to-end throughput against a real broker, next to the broker's own ceiling, in
 //! alternating pairs.
 //!
-//! Each iteration runs one pair: first the pipeline, then the ceiling, on fresh queues (a
+//! Each iteration runs one round: first the pipeline, then the ceiling, on fresh queues (a
 //! random prefix, deleted afterwards). Alternating keeps slow drift of the shared machine
 //! (other work, the broker's memory and disk state) out of the comparison: the two runs of a
 //! pair see nearly the same machine, so the pair's ratio is what is reported, not a ratio of
@@ -30,7 +30,11 @@
 //! p50/p99/max of the rows' `latency_us`.
 //!
 //! `AMQP_URL` names the broker (default: the local one); `NNMON_BENCH_ITEMS` changes N
-//! (default 15 000).
+//! (default 15 000). `NNMON_BENCH_BINARIES` (`CLIENT=PATH,...`, from `just bench-binaries`)
+//! runs several `nnmon` builds in each round, one per AMQP client, and every round also
+//! runs the ceiling with a raw lapin and a raw amqprs client (`support::raw_amqprs`); the
+//! summary is one table row per build, against the raw client of its own library, with
+//! CPU per item per service from `/proc` (see README, "Two AMQP clients").
 //!
 //! `cargo bench --bench pipeline` (the bench builds the `nnmon` binary itself).
 
