@@ -60,9 +60,13 @@ pub struct ScenarioRunArgs {
     )]
     pub amqp_url: String,
     /// The command that runs rabbitmqctl against that broker (split on spaces, e.g.
-    /// `docker exec NAME rabbitmqctl`), for the broker-restart fault and env.json.
+    /// `docker exec NAME rabbitmqctl`), for the broker-restart fault.
     #[arg(long, env = "NNMON_RABBITMQCTL", default_value = "rabbitmqctl")]
     pub rabbitmqctl: String,
+    /// The broker's TLS files (amqps://), for the runner's own connection and every
+    /// service's.
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 #[derive(Debug, Args)]
@@ -115,11 +119,18 @@ struct BrokerFlags {
     /// confirm window.
     #[arg(long, env = "NNMON_PREFETCH", default_value_t = 500, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..))]
     prefetch: u16,
+    #[command(flatten)]
+    tls: TlsFlags,
+}
+
+/// The broker's TLS files, as every command that talks to the broker takes them.
+#[derive(Debug, Args)]
+pub struct TlsFlags {
     /// PEM file of the CA certificate(s) the broker's certificate must come from (amqps://).
     /// It REPLACES the system's roots: only these CAs are trusted. Without it, the system's
     /// roots are.
     #[arg(long, env = "NNMON_TLS_CA_FILE", value_name = "PEM")]
-    tls_ca_file: Option<PathBuf>,
+    pub tls_ca_file: Option<PathBuf>,
     /// PEM file of the client certificate shown to a broker that asks for one (amqps://),
     /// intermediate CAs after it; with --tls-key-file.
     #[arg(
@@ -128,7 +139,7 @@ struct BrokerFlags {
         value_name = "PEM",
         requires = "tls_key_file"
     )]
-    tls_cert_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
     /// PEM file of the client certificate's private key, unencrypted (PKCS#8, PKCS#1 or
     /// SEC1); with --tls-cert-file. Keep it private (chmod 600): nnmon warns otherwise.
     #[arg(
@@ -137,17 +148,22 @@ struct BrokerFlags {
         value_name = "PEM",
         requires = "tls_cert_file"
     )]
-    tls_key_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl TlsFlags {
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+        }
+    }
 }
 
 impl BrokerFlags {
     fn into_args(self) -> Result<BrokerArgs, clap::Error> {
-        let files = TlsFiles {
-            ca_file: self.tls_ca_file,
-            cert_file: self.tls_cert_file,
-            key_file: self.tls_key_file,
-        };
-        let amqp_url = self.amqp_url.with_tls(files).map_err(|e| {
+        let amqp_url = self.amqp_url.with_tls(self.tls.files()).map_err(|e| {
             clap::Error::raw(
                 clap::error::ErrorKind::ArgumentConflict,
                 format!("--amqp-url: {e}"),
@@ -300,6 +316,18 @@ pub struct FeaturesArgs {
     /// Instead of --rate, --count and --seed; it wins over --delay as --rate does.
     #[arg(long, env = "NNMON_SCENARIO", value_name = "TOML", conflicts_with_all = ["rate", "count", "seed"])]
     pub scenario: Option<PathBuf>,
+    /// Start of an open-loop schedule (--rate or --scenario), in microseconds since the
+    /// Unix epoch: item i is due at this time plus its offset, so a caller that chose the
+    /// time (`nnmon scenario run`) measures against the same t0. Without it the schedule
+    /// starts when features first reaches the broker; a time already past makes the
+    /// overdue items go at once.
+    #[arg(
+        long,
+        env = "NNMON_START_AT",
+        value_name = "EPOCH_US",
+        allow_negative_numbers = true
+    )]
+    pub start_at: Option<u64>,
     /// Append the ID of every item the broker confirmed to this file (an audit trail to
     /// check the metric log against).
     #[arg(long, env = "NNMON_CONFIRMED_IDS")]
@@ -320,6 +348,19 @@ pub struct ModelArgs {
     /// A coefficients JSON written by `nnmon train`; the built-in OLS model when absent.
     #[arg(long, env = "NNMON_COEFFICIENTS")]
     pub coefficients: Option<PathBuf>,
+    /// A second coefficients JSON that predicts every item numbered `--swap-at-item` or
+    /// higher: a model swap at an exact item, without a restart.
+    #[arg(long, env = "NNMON_SWAP_MODEL", requires = "swap_at_item")]
+    pub swap_model: Option<PathBuf>,
+    /// The first item (0-based, the `item` number features puts in each message) that
+    /// `--swap-model` predicts. Messages without a number keep the first model.
+    #[arg(
+        long,
+        env = "NNMON_SWAP_AT_ITEM",
+        requires = "swap_model",
+        allow_negative_numbers = true
+    )]
+    pub swap_at_item: Option<u64>,
     /// Recent feature vectors each input-drift test compares with the training data.
     #[arg(long, env = "NNMON_DRIFT_WINDOW", default_value_t = 500, allow_negative_numbers = true, value_parser = parse_positive)]
     pub drift_window: usize,
@@ -586,6 +627,38 @@ mod tests {
             unreachable!()
         };
         assert_eq!(args.rate, Some(2.5));
+    }
+
+    #[test]
+    fn a_model_swap_needs_both_its_file_and_its_item() {
+        let both = [
+            "nnmon",
+            "model",
+            "--swap-model",
+            "m.json",
+            "--swap-at-item",
+            "3200",
+        ];
+        let Command::Model(args) = Cli::try_parse_from(both).expect("valid").command else {
+            unreachable!()
+        };
+        assert_eq!(args.swap_at_item, Some(3200));
+        for args in [
+            &["nnmon", "model", "--swap-model", "m.json"][..],
+            &["nnmon", "model", "--swap-at-item", "5"],
+            &[
+                "nnmon",
+                "model",
+                "--swap-model",
+                "m.json",
+                "--swap-at-item",
+                "-1",
+            ],
+            &["nnmon", "features", "--start-at", "-5"],
+        ] {
+            let error = Cli::try_parse_from(args).expect_err("refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
     }
 
     #[test]

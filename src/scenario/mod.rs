@@ -13,11 +13,14 @@
 //! - [`environment`]: what `env.json` says about the machine and the checkout.
 //! - [`report`]: the files of a run's folder.
 //!
-//! A run: parse the file → start `model` and `metric` (through the proxy if a partition
-//! is planned) → start `features --scenario FILE` (it keeps the schedule and applies the
-//! drift injections) → carry out faults and model swaps at their times while polling →
-//! once features has exited, wait for every confirmed item's row → stop the services →
-//! judge ([`nnmon_scenario::check_hypothesis`]) → write the folder → exit non-zero if the
+//! A run: parse the file → start `model` (with `--swap-model`/`--swap-at-item` if the
+//! file swaps the model: the swap lands on that item exactly) and `metric` (through the
+//! proxy if a partition is planned) → choose the load's start t0 and start
+//! `features --scenario FILE --start-at t0` (it keeps the schedule and applies the drift
+//! injections; the runner times faults and measures against the same t0) → carry out
+//! faults at their times while polling → once features has exited, wait for every
+//! confirmed item's row → stop the services → judge
+//! ([`nnmon_scenario::check_hypothesis`]) → write the folder → exit non-zero if the
 //! hypothesis failed.
 
 mod broker;
@@ -30,9 +33,10 @@ mod services;
 use crate::cli::{ScenarioCompareArgs, ScenarioRunArgs};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use nnmon_broker::{Broker, BrokerUrls};
 use nnmon_proto::QueueNames;
 use nnmon_scenario::{
-    Change, Drift, FaultAction, FaultRecord, Latency, Observed, Scenario, StepSummary, Summary,
+    Change, FaultAction, FaultRecord, Latency, Observed, Scenario, StepSummary, Summary,
     check_delivery, check_hypothesis, compare, format_comparison, score_alarms,
 };
 use probe::Probe;
@@ -58,16 +62,11 @@ const DRAIN_STALL: Duration = Duration::from_secs(20);
 /// One thing the runner does at a time after the load started.
 #[derive(Clone, Debug)]
 enum Action {
-    Signal {
-        service: &'static str,
-        kill: bool,
-    },
+    Signal { service: &'static str, kill: bool },
     Restart(&'static str),
     BrokerRestart(Duration),
     Hold(bool),
     Poison(u64),
-    /// Swap the model for the coefficients in this file, planned at this item.
-    SwapModel(u64, PathBuf),
 }
 
 /// What an action reports, possibly from a background task.
@@ -116,21 +115,25 @@ fn actions(scenario: &Scenario) -> Vec<(Duration, Action)> {
     actions
 }
 
-/// The scenario's model swaps, in item order. A swap is carried out once `model` says it
-/// has predicted the item (not at the item's scheduled time: a pipeline running behind
-/// would have the new model predict items from before the injection).
-fn swaps(scenario: &Scenario, scenario_dir: &Path) -> Vec<Action> {
+/// The scenario's model swap (the schema allows one): its item and coefficients file.
+fn swap(scenario: &Scenario, scenario_dir: &Path) -> Option<(u64, PathBuf)> {
     scenario
         .drifts
         .iter()
-        .filter_map(|drift| match &drift.change {
-            Change::Model { coefficients } => Some(Action::SwapModel(
-                drift.item,
-                scenario_dir.join(coefficients),
-            )),
+        .find_map(|drift| match &drift.change {
+            Change::Model { coefficients } => Some((drift.item, scenario_dir.join(coefficients))),
             _ => None,
         })
-        .collect()
+}
+
+/// How long before the load's start features is started: time to reach the broker, so
+/// that the first items are not sent late in a burst.
+const START_LEAD: Duration = Duration::from_secs(1);
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn now_ms() -> u64 {
@@ -230,10 +233,35 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
         .split_whitespace()
         .map(str::to_owned)
         .collect();
+    let tls = args.tls.files();
+    let urls: BrokerUrls = args
+        .amqp_url
+        .parse::<BrokerUrls>()
+        .context("AMQP_URL")?
+        .with_tls(tls.clone())
+        .context("AMQP_URL")?;
+    let broker_version = match Broker::server_version(urls.first()).await {
+        Ok(version) => Some(version),
+        Err(error) => {
+            tracing::warn!("asking the broker for its version: {error:#}");
+            None
+        }
+    };
+    let mut models = Vec::new();
+    for drift in &scenario.drifts {
+        if let Change::Model { coefficients } = &drift.change {
+            models.push(environment::keep_model(
+                &scenario_dir.join(coefficients),
+                coefficients,
+                &out,
+            )?);
+        }
+    }
     let environment = environment::describe(
         &args.path,
         &bytes,
-        &rabbitmqctl,
+        broker_version,
+        models,
         nnmon_report::format_utc(started_ms),
     );
     info!(scenario = %scenario.name, out = %out.display(), "running a scenario");
@@ -272,6 +300,15 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     if let Some(prefetch) = settings.prefetch {
         env.push(("NNMON_PREFETCH".to_owned(), prefetch.to_string()));
     }
+    for (key, file) in [
+        ("NNMON_TLS_CA_FILE", &tls.ca_file),
+        ("NNMON_TLS_CERT_FILE", &tls.cert_file),
+        ("NNMON_TLS_KEY_FILE", &tls.key_file),
+    ] {
+        if let Some(file) = file {
+            env.push((key.to_owned(), file.display().to_string()));
+        }
+    }
     let exe = std::env::current_exe().context("finding the nnmon binary")?;
     let mut services = Services::new(exe, env, &log_dir);
     let confirmed_path = log_dir.join("confirmed_ids.txt");
@@ -282,6 +319,14 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     if let Some(window) = settings.drift_window {
         model_args.extend(["--drift-window".to_owned(), window.to_string()]);
     }
+    if let Some((item, path)) = swap(&scenario, &scenario_dir) {
+        model_args.extend([
+            "--swap-model".to_owned(),
+            path.display().to_string(),
+            "--swap-at-item".to_owned(),
+            item.to_string(),
+        ]);
+    }
     let mut metric_args = vec!["metric".to_owned()];
     if let Some(ttl) = settings.join_ttl {
         metric_args.extend(["--join-ttl".to_owned(), ttl.to_string()]);
@@ -289,9 +334,9 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     if let Some(window) = settings.window {
         metric_args.extend(["--window".to_owned(), window.to_string()]);
     }
-    let model_log = services.start("model", model_args.clone())?;
+    let model_log = services.start("model", model_args)?;
     let metric_log = services.start("metric", metric_args)?;
-    probe.watch_model(model_log.clone(), 0);
+    probe.watch_model(model_log.clone());
     probe.watch_metric(metric_log.clone());
     let started = Instant::now();
     let mut restarts = Vec::new();
@@ -301,6 +346,9 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
             &[("model", model_log), ("metric", metric_log)],
         )
         .await?;
+        // One t0 for features' schedule and the runner's clock.
+        let start_us = now_us() + START_LEAD.as_micros() as u64;
+        let load_start = Instant::now() + START_LEAD;
         services.start(
             "features",
             vec![
@@ -309,18 +357,19 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
                 scenario_path.display().to_string(),
                 "--confirmed-ids".to_owned(),
                 confirmed_path.display().to_string(),
+                "--start-at".to_owned(),
+                start_us.to_string(),
             ],
         )?;
         drive(
             &scenario,
-            &scenario_dir,
-            &args,
+            load_start,
+            &urls,
             &rabbitmqctl,
             &queues,
             &mut services,
             &mut probe,
             proxy.as_ref(),
-            model_args,
             &mut restarts,
             &cancel,
         )
@@ -333,11 +382,11 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     let stop_failures = services.stop_all(STOP_TIMEOUT).await;
     let duration_s = started.elapsed().as_secs_f64();
     run_cancel.cancel();
-    let dead_lettered = broker::depth(&args.amqp_url, &queues.dead_letter)
+    let dead_lettered = broker::depth(&urls, &queues.dead_letter)
         .await
         .map(u64::from);
     // On every way out, a failed start included.
-    let deleted = broker::delete_queues(&args.amqp_url, &queues.all()).await;
+    let deleted = broker::delete_queues(&urls, &queues.all()).await;
     let mut driven = match outcome {
         Ok(driven) => driven,
         Err(error) => {
@@ -349,6 +398,15 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     };
     driven.failures.extend(stop_failures);
     probe.poll(driven.load_seconds);
+    // features applies an injection to the item due then (one t0 for both clocks); a
+    // model swap is marked when model says it happened.
+    for drift in &scenario.drifts {
+        if !matches!(drift.change, Change::Model { .. }) {
+            let at = scenario.plan.due(drift.item).as_secs_f64();
+            let what = format!("{} from item {}", drift.change.describe(), drift.item);
+            probe.event(at, what);
+        }
+    }
     if let Err(error) = deleted {
         driven
             .failures
@@ -389,17 +447,22 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
 }
 
 fn print_summary(summary: &Summary, out: &Path) {
-    let latency = &summary.latency_ms;
+    let latency = summary.latency_ms.map_or_else(
+        || "no latency measured".to_owned(),
+        |l| {
+            format!(
+                "latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                l.p50, l.p99, l.max
+            )
+        },
+    );
     println!(
-        "{}: {} items confirmed, {} rows, exactly once: {}, {:.0} items/s, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} orphans, {} dead-lettered, {} alarms ({} false)",
+        "{}: {} items confirmed, {} rows, exactly once: {}, {:.0} items/s, {latency}, {} orphans, {} dead-lettered, {} alarms ({} false)",
         summary.scenario,
         summary.items_confirmed,
         summary.rows,
         summary.exactly_once,
         summary.throughput_items_per_s,
-        latency.p50,
-        latency.p99,
-        latency.max,
         summary.orphans,
         summary.dead_lettered,
         summary.alarms.len(),
@@ -439,8 +502,6 @@ struct Driven {
     /// Problems met (each fails the hypothesis).
     failures: Vec<String>,
     faults: Vec<FaultRecord>,
-    /// For each model swap, planned item → the item it took effect at.
-    swapped_at: HashMap<u64, u64>,
     /// Seconds after the load started when it ended.
     load_seconds: f64,
 }
@@ -449,18 +510,16 @@ struct Driven {
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     scenario: &Scenario,
-    scenario_dir: &Path,
-    args: &ScenarioRunArgs,
+    load_start: Instant,
+    urls: &BrokerUrls,
     rabbitmqctl: &[String],
     queues: &QueueNames,
     services: &mut Services,
     probe: &mut Probe,
     proxy: Option<&proxy::Proxy>,
-    model_args: Vec<String>,
     restarts: &mut Vec<broker::BrokerRestart>,
     cancel: &CancellationToken,
 ) -> Result<Driven> {
-    let load_start = Instant::now();
     let plan_seconds = scenario.plan.duration().as_secs_f64();
     let bar = ProgressBar::new(plan_seconds.ceil() as u64);
     bar.set_style(
@@ -469,9 +528,6 @@ async fn drive(
             .progress_chars("=> "),
     );
     let mut pending = actions(scenario);
-    let mut swaps = swaps(scenario, scenario_dir);
-    // The item each swap took effect at: the first the new model predicted.
-    let mut swapped_at = HashMap::new();
     let (report_tx, mut reports) = mpsc::unbounded_channel::<Report>();
     let mut background = 0usize;
     let mut failures = Vec::new();
@@ -483,25 +539,14 @@ async fn drive(
     let mut rows_seen = 0;
     let mut logged_second = u64::MAX;
     loop {
-        let at = load_start.elapsed().as_secs_f64();
         let next = pending.first().map(|(due, _)| load_start + *due);
+        // The time when a branch below wakes up, not when the wait began (a poll's
+        // findings and an action's mark belong to the second they happen in).
+        let now = || load_start.elapsed().as_secs_f64();
         tokio::select! {
             _ = ticker.tick() => {
+                let at = now();
                 probe.poll(at);
-                while let Some(Action::SwapModel(item, _)) = swaps.first()
-                    && probe.predicted >= *item
-                {
-                    let swap = swaps.remove(0);
-                    let context = Setting { args, rabbitmqctl, queues, proxy, model_args: &model_args, load_start };
-                    background += 1;
-                    match act(swap, at, &context, services, probe, &report_tx, restarts).await {
-                        Ok(effective) => swapped_at.extend(effective),
-                        Err(error) => {
-                            failures.push(format!("{error:#}"));
-                            background -= 1;
-                        }
-                    }
-                }
                 let (rows, confirmed) = probe.rates_before(at);
                 let p99 = probe.p99_before(at).map_or_else(|| "-".to_owned(), |p| format!("{p:.1}"));
                 let offered = {
@@ -535,10 +580,6 @@ async fn drive(
                         services.signal("features", true)?;
                     }
                 }
-                if features_done && !swaps.is_empty() {
-                    failures.push(format!("{} model swaps never happened: model did not get that far", swaps.len()));
-                    swaps.clear();
-                }
                 if features_done && pending.is_empty() && background == 0 {
                     let complete = probe.rows.len() >= probe.confirmed.len() && {
                         let ids: HashSet<&str> = probe.rows.iter().map(|(id, _)| id.as_str()).collect();
@@ -555,10 +596,11 @@ async fn drive(
                 }
             }
             () = tokio::time::sleep_until(next.unwrap_or(load_start)), if next.is_some() => {
+                let at = now();
                 let (_, action) = pending.remove(0);
                 // Every action ends with one `Report::Done`, some from a background task.
                 background += 1;
-                let context = Setting { args, rabbitmqctl, queues, proxy, model_args: &model_args, load_start };
+                let context = Setting { urls, rabbitmqctl, queues, proxy, load_start };
                 if let Err(error) = act(action, at, &context, services, probe, &report_tx, restarts).await {
                     failures.push(format!("{error:#}"));
                     background -= 1;
@@ -585,24 +627,21 @@ async fn drive(
     Ok(Driven {
         failures,
         faults,
-        swapped_at,
         load_seconds: load_start.elapsed().as_secs_f64(),
     })
 }
 
 /// What actions need besides the services: the run's setting.
 struct Setting<'a> {
-    args: &'a ScenarioRunArgs,
+    urls: &'a BrokerUrls,
     rabbitmqctl: &'a [String],
     queues: &'a QueueNames,
     proxy: Option<&'a proxy::Proxy>,
-    model_args: &'a [String],
     load_start: Instant,
 }
 
 /// Carries out one action at `at` seconds, marking it on the timeline; it ends with one
 /// [`Report::Done`] (sent from a background task for the slow ones) unless it fails here.
-/// A model swap returns its planned item and the item it took effect at.
 async fn act(
     action: Action,
     at: f64,
@@ -611,7 +650,7 @@ async fn act(
     probe: &mut Probe,
     reports: &mpsc::UnboundedSender<Report>,
     restarts: &mut Vec<broker::BrokerRestart>,
-) -> Result<Option<(u64, u64)>> {
+) -> Result<()> {
     let event = |what: &str| {
         let _ = reports.send(Report::Event {
             at,
@@ -632,10 +671,12 @@ async fn act(
             if services.is_known(service) {
                 services.reap(service, STOP_TIMEOUT).await?;
             }
-            let before = model_items(services, probe);
+            // The new metric's row counts start after every row logged so far: read
+            // them all first, or its alarms' items would be offset by a stale count.
+            probe.poll(at);
             let stderr = services.restart(service)?;
             match service {
-                "model" => probe.watch_model(stderr, before),
+                "model" => probe.watch_model(stderr),
                 _ => probe.watch_metric(stderr),
             }
             event(&format!("restart {service}"));
@@ -651,22 +692,8 @@ async fn act(
             event(what);
             done(what.to_owned(), None);
         }
-        Action::SwapModel(item, path) => {
-            services.signal("model", false)?;
-            services.reap("model", STOP_TIMEOUT).await?;
-            let effective = model_items(services, probe);
-            let file = path.file_name().unwrap_or_default().to_string_lossy();
-            let what = format!("model swapped to {file} at item {effective}");
-            event(&what);
-            let mut args = context.model_args.to_vec();
-            args.extend(["--coefficients".to_owned(), path.display().to_string()]);
-            services.set_args("model", args);
-            probe.watch_model(services.restart("model")?, effective);
-            done(what, None);
-            return Ok(Some((item, effective)));
-        }
         Action::Poison(count) => {
-            let url = context.args.amqp_url.clone();
+            let urls = context.urls.clone();
             let targets = [
                 context.queues.features.clone(),
                 context.queues.y_true.clone(),
@@ -675,7 +702,7 @@ async fn act(
             event(&what);
             let reports = reports.clone();
             tokio::spawn(async move {
-                let result = broker::publish_poison(&url, [&targets[0], &targets[1]], count).await;
+                let result = broker::publish_poison(&urls, [&targets[0], &targets[1]], count).await;
                 let error = result.err().map(|e| format!("{e:#}"));
                 let _ = reports.send(Report::Done { at, what, error });
             });
@@ -701,15 +728,7 @@ async fn act(
             )?);
         }
     }
-    Ok(None)
-}
-
-/// Items the model's earlier starts predicted, from the last count each one logged (the
-/// last start's final line once it has stopped).
-fn model_items(services: &Services, probe: &Probe) -> u64 {
-    services
-        .stderr("model")
-        .map_or(0, |stderr| probe.model_items(stderr))
+    Ok(())
 }
 
 /// Judges the run from what the probe saw.
@@ -724,35 +743,39 @@ fn judge(
     let Driven {
         mut failures,
         faults,
-        swapped_at,
         ..
     } = driven;
-    // A model swap counts from the item it took effect at.
-    let drifts: Vec<Drift> = scenario
-        .drifts
-        .iter()
-        .map(|drift| Drift {
-            item: swapped_at.get(&drift.item).copied().unwrap_or(drift.item),
-            change: drift.change.clone(),
-        })
-        .collect();
     let delivery = check_delivery(
         probe.confirmed.iter().map(String::as_str),
         probe.rows.iter().map(|(id, _)| id.as_str()),
     );
     let mut alarms = probe.alarms.clone();
     alarms.sort_by_key(|a| a.item);
-    let score = score_alarms(&drifts, &alarms);
+    let score = score_alarms(&scenario.drifts, &alarms);
+    let latencies: Vec<u64> = probe.rows.iter().filter_map(|(_, l)| *l).collect();
+    let latency = Latency::of_micros(&latencies);
+    let swap_item = scenario
+        .drifts
+        .iter()
+        .find(|drift| matches!(drift.change, Change::Model { .. }))
+        .map(|drift| drift.item);
+    if let Some(item) = swap_item
+        && probe.swapped_at != Some(item)
+    {
+        failures.push(format!(
+            "the model swap at item {item} never happened (model predicted no item that far)"
+        ));
+    }
     let mut hypothesis_failures = check_hypothesis(
         &scenario.hypothesis,
         &Observed {
             delivery: &delivery,
             score: &score,
             dead_lettered,
+            latency,
         },
     );
     hypothesis_failures.append(&mut failures);
-    let latencies: Vec<u64> = probe.rows.iter().filter_map(|(_, l)| *l).collect();
     let orphans = std::fs::read_to_string(log_dir.join("orphans.csv"))
         .map_or(0, |text| text.lines().count().saturating_sub(1) as u64);
     let throughput = if probe.last_row_at > 0.0 {
@@ -768,7 +791,7 @@ fn judge(
         exactly_once: delivery.exactly_once(),
         delivery,
         throughput_items_per_s: throughput,
-        latency_ms: Latency::of_micros(&latencies).unwrap_or_default(),
+        latency_ms: latency,
         orphans,
         dead_lettered,
         alarms: score.alarms,

@@ -140,20 +140,24 @@ fn report(scenario: &Scenario, summary: &Summary, environment: &Environment) -> 
         )
     };
     let _ = writeln!(text, "{verdict}\n");
-    let latency = &summary.latency_ms;
+    let latency = summary.latency_ms.map_or_else(
+        || "none measured".to_owned(),
+        |l| {
+            format!(
+                "{:.1} / {:.1} / {:.1} / {:.1} ms",
+                l.p50, l.p90, l.p99, l.max
+            )
+        },
+    );
     let _ = writeln!(
         text,
         "| | |\n|---|---|\n| items confirmed | {} |\n| rows | {} |\n| exactly once | {} |\n\
-         | throughput | {:.0} items/s |\n| latency p50 / p90 / p99 / max | {:.1} / {:.1} / {:.1} / {:.1} ms |\n\
+         | throughput | {:.0} items/s |\n| latency p50 / p90 / p99 / max | {latency} |\n\
          | orphans | {} |\n| dead-lettered | {} |\n| false alarms | {} |\n| seed | {} |\n",
         summary.items_confirmed,
         summary.rows,
         summary.exactly_once,
         summary.throughput_items_per_s,
-        latency.p50,
-        latency.p90,
-        latency.p99,
-        latency.max,
         summary.orphans,
         summary.dead_lettered,
         summary.false_alarms,

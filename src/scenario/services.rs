@@ -9,15 +9,6 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::process::{Child, Command};
 
-/// The runner's own `NNMON_*` variables the services keep: the broker's TLS files. Every
-/// other flag twin a user may have set (`NNMON_DELAY`, `NNMON_SHARDS`, `NNMON_WINDOW`...)
-/// is cleared, so a service runs with the scenario's settings and nothing else.
-const KEPT_ENV: [&str; 3] = [
-    "NNMON_TLS_CA_FILE",
-    "NNMON_TLS_CERT_FILE",
-    "NNMON_TLS_KEY_FILE",
-];
-
 /// One running (or exited) service.
 struct Running {
     child: Child,
@@ -34,8 +25,6 @@ pub struct Services {
     args: HashMap<&'static str, Vec<String>>,
     running: HashMap<&'static str, Running>,
     starts: HashMap<&'static str, u32>,
-    /// Each service's stderr file of its latest start (kept once it has exited).
-    latest_stderr: HashMap<&'static str, PathBuf>,
 }
 
 impl Services {
@@ -48,7 +37,6 @@ impl Services {
             args: HashMap::new(),
             running: HashMap::new(),
             starts: HashMap::new(),
-            latest_stderr: HashMap::new(),
         }
     }
 
@@ -102,14 +90,16 @@ impl Services {
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy();
             let runners = self.env.iter().any(|(set, _)| *set == key);
-            if key.starts_with("NNMON_") && !KEPT_ENV.contains(&&*key) && !runners {
+            // A flag twin the user may have set (`NNMON_DELAY`, `NNMON_SHARDS`...) is
+            // cleared: a service runs with the scenario's settings and the runner's
+            // (the broker's TLS files among them) and nothing else.
+            if key.starts_with("NNMON_") && !runners {
                 command.env_remove(&*key);
             }
         }
         let child = command
             .spawn()
             .with_context(|| format!("starting {}", self.exe.display()))?;
-        self.latest_stderr.insert(name, stderr_path.clone());
         self.running.insert(
             name,
             Running {
@@ -118,11 +108,6 @@ impl Services {
             },
         );
         Ok(stderr_path)
-    }
-
-    /// Replaces `name`'s arguments for its next start.
-    pub fn set_args(&mut self, name: &'static str, args: Vec<String>) {
-        self.args.insert(name, args);
     }
 
     /// Sends SIGKILL (`kill`) or SIGTERM to `name`; it stays known until it has exited.
@@ -169,11 +154,6 @@ impl Services {
             self.running.remove(name);
         }
         Ok(status)
-    }
-
-    /// `name`'s stderr file of its latest start.
-    pub fn stderr(&self, name: &str) -> Option<&Path> {
-        self.latest_stderr.get(name).map(PathBuf::as_path)
     }
 
     /// Whether `name` runs (or has exited without being reaped).

@@ -35,6 +35,10 @@ use uuid::Uuid;
 #[derive(Clone, Copy, Debug)]
 struct Item {
     id: Uuid,
+    /// Its place in the stream (0-based), as the schedule and the injections count; sent
+    /// as the features message's `item` (`model --swap-at-item` swaps models at an exact
+    /// item with it, and alarms name the item that raised them).
+    index: u64,
     sample: Sample,
     published_us: u64,
 }
@@ -43,20 +47,34 @@ struct Item {
 enum Schedule {
     /// Closed loop: each item this long after the previous one was handed over.
     Delay(Duration),
-    /// Open loop: item i at `start + plan.due(i)`, the clock started on first connecting.
+    /// Open loop: item i at `start + plan.due(i)`, the clock started at `start_at` (epoch
+    /// µs) if given, else on first connecting.
     Plan {
         plan: Plan,
+        start_at: Option<u64>,
         start: Option<(Instant, u64)>,
     },
 }
 
 impl Schedule {
-    /// Starts the plan's clock, once.
+    /// Starts the plan's clock, once: `start_at` on this process's monotonic clock.
     fn start(&mut self) {
-        if let Schedule::Plan { start, .. } = self
+        if let Schedule::Plan {
+            start, start_at, ..
+        } = self
             && start.is_none()
         {
-            *start = Some((Instant::now(), now_us()));
+            let (now, now_epoch) = (Instant::now(), now_us());
+            *start = Some(match *start_at {
+                None => (now, now_epoch),
+                Some(at) if at >= now_epoch => (now + Duration::from_micros(at - now_epoch), at),
+                // Already past: the items due since then go at once.
+                Some(at) => (
+                    now.checked_sub(Duration::from_micros(now_epoch - at))
+                        .unwrap_or(now),
+                    at,
+                ),
+            });
         }
     }
 
@@ -64,7 +82,7 @@ impl Schedule {
     fn due(&self, index: u64) -> Option<(Instant, u64)> {
         match self {
             Schedule::Delay(_) => None,
-            Schedule::Plan { plan, start } => {
+            Schedule::Plan { plan, start, .. } => {
                 let (instant, epoch_us) = start.expect("started on connecting");
                 let offset = plan.due(index);
                 Some((instant + offset, epoch_us + offset.as_micros() as u64))
@@ -114,6 +132,7 @@ impl Progress {
         let published_us = self.schedule.due(index).map_or_else(now_us, |(_, us)| us);
         Item {
             id: Uuid::now_v7(),
+            index,
             sample,
             published_us,
         }
@@ -157,13 +176,19 @@ pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
             let injector = Injector::new(&scenario.drifts, DataStats::of(diabetes()));
             let schedule = Schedule::Plan {
                 plan: scenario.plan,
+                start_at: args.start_at,
                 start: None,
             };
             (schedule, Some(scenario.seed), Some(injector))
         }
         (None, Some(rate)) => {
             let plan = Plan::constant(rate, count);
-            (Schedule::Plan { plan, start: None }, args.seed, None)
+            let schedule = Schedule::Plan {
+                plan,
+                start_at: args.start_at,
+                start: None,
+            };
+            (schedule, args.seed, None)
         }
         (None, None) => (Schedule::Delay(args.delay), args.seed, None),
     };
@@ -278,6 +303,7 @@ async fn publish_item(
         id: id.clone(),
         features: sample.features,
         published_us: Some(item.published_us),
+        item: Some(item.index),
     }
     .encode()?;
     let truth = ValueMessage {

@@ -61,8 +61,9 @@ pub struct Summary {
     pub delivery: Delivery,
     /// Rows over the time from the load's start to the last row.
     pub throughput_items_per_s: f64,
-    /// From each item's scheduled send time to its row.
-    pub latency_ms: Latency,
+    /// From each item's scheduled send time to its row; absent (`null`) when no row had a
+    /// latency.
+    pub latency_ms: Option<Latency>,
     /// Lines of orphans.csv.
     pub orphans: u64,
     /// Messages in the dead-letter queue at the end.
@@ -143,6 +144,29 @@ fn number(metric: &str, a: f64, b: f64) -> Comparison {
     }
 }
 
+/// A latency figure of two runs, `-` for a run without one.
+fn latency(
+    metric: &str,
+    a: Option<Latency>,
+    b: Option<Latency>,
+    figure: impl Fn(&Latency) -> f64,
+) -> Comparison {
+    match (a, b) {
+        (Some(a), Some(b)) => number(metric, figure(&a), figure(&b)),
+        (a, b) => {
+            let text = |l: Option<Latency>| {
+                l.map_or_else(|| "-".to_owned(), |l| format!("{:.2}", figure(&l)))
+            };
+            Comparison {
+                metric: metric.to_owned(),
+                a: text(a),
+                b: text(b),
+                change: None,
+            }
+        }
+    }
+}
+
 fn flag(metric: &str, a: bool, b: bool) -> Comparison {
     Comparison {
         metric: metric.to_owned(),
@@ -190,10 +214,10 @@ pub fn compare(a: &Summary, b: &Summary) -> Vec<Comparison> {
             a.throughput_items_per_s,
             b.throughput_items_per_s,
         ),
-        number("latency_ms.p50", a.latency_ms.p50, b.latency_ms.p50),
-        number("latency_ms.p90", a.latency_ms.p90, b.latency_ms.p90),
-        number("latency_ms.p99", a.latency_ms.p99, b.latency_ms.p99),
-        number("latency_ms.max", a.latency_ms.max, b.latency_ms.max),
+        latency("latency_ms.p50", a.latency_ms, b.latency_ms, |l| l.p50),
+        latency("latency_ms.p90", a.latency_ms, b.latency_ms, |l| l.p90),
+        latency("latency_ms.p99", a.latency_ms, b.latency_ms, |l| l.p99),
+        latency("latency_ms.max", a.latency_ms, b.latency_ms, |l| l.max),
         number("orphans", a.orphans as f64, b.orphans as f64),
         number(
             "dead_lettered",
@@ -290,12 +314,12 @@ mod tests {
             exactly_once: true,
             delivery: Delivery::default(),
             throughput_items_per_s: throughput,
-            latency_ms: Latency {
+            latency_ms: Some(Latency {
                 p50: 1.0,
                 p90: 2.0,
                 p99,
                 max: 9.0,
-            },
+            }),
             orphans: 0,
             dead_lettered: 0,
             alarms: Vec::new(),
@@ -346,5 +370,18 @@ mod tests {
         let back: Summary = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, original);
         assert!(json.contains("\"latency_ms\":{\"p50\":1.0"), "{json}");
+        // No row with a latency: null, not zeros a reader would take for a measurement.
+        let empty = Summary {
+            latency_ms: None,
+            ..original
+        };
+        let json = serde_json::to_string(&empty).expect("serialize");
+        assert!(json.contains("\"latency_ms\":null"), "{json}");
+        let lines = compare(&empty, &summary(5.0, 90.0));
+        let p99 = lines.iter().find(|l| l.metric == "latency_ms.p99");
+        assert_eq!(
+            p99.map(|l| (l.a.as_str(), l.b.as_str(), l.change)),
+            Some(("-", "5.00", None))
+        );
     }
 }

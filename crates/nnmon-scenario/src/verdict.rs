@@ -2,6 +2,7 @@
 //! every confirmed item is exactly one row, and whether the hypothesis held.
 
 use crate::schema::{Drift, Hypothesis};
+use crate::summary::Latency;
 use nnmon_stats::DIABETES_FEATURE_NAMES;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -152,6 +153,8 @@ pub struct Observed<'a> {
     pub delivery: &'a Delivery,
     pub score: &'a AlarmScore,
     pub dead_lettered: u64,
+    /// The whole run's latency; `None` when no row had one.
+    pub latency: Option<Latency>,
 }
 
 /// Every way the run broke the hypothesis, as sentences; empty when it held.
@@ -192,6 +195,18 @@ pub fn check_hypothesis(hypothesis: &Hypothesis, observed: &Observed) -> Vec<Str
             "dead_lettered: {} messages dead-lettered, {expected} expected",
             observed.dead_lettered
         ));
+    }
+    if let Some(target) = hypothesis.p99_latency_ms {
+        match observed.latency {
+            Some(latency) if latency.p99 <= target => {}
+            Some(latency) => failures.push(format!(
+                "p99_latency_ms: p99 latency {:.1} ms, more than {target} ms",
+                latency.p99
+            )),
+            None => failures.push(format!(
+                "p99_latency_ms: no row with a latency to hold to {target} ms"
+            )),
+        }
     }
     failures
 }
@@ -263,9 +278,45 @@ mod tests {
                 delivery: &Delivery::default(),
                 score: &score,
                 dead_lettered: 0,
+                latency: None,
             },
         );
         assert_eq!(failures.len(), 2, "{failures:?}");
+    }
+
+    #[test]
+    fn the_p99_target_is_checked_and_no_latency_fails_it() {
+        let hypothesis = Hypothesis {
+            p99_latency_ms: Some(10.0),
+            ..Hypothesis::default()
+        };
+        let score = score_alarms(&[], &[]);
+        let judge = |latency| {
+            check_hypothesis(
+                &hypothesis,
+                &Observed {
+                    delivery: &Delivery::default(),
+                    score: &score,
+                    dead_lettered: 0,
+                    latency,
+                },
+            )
+        };
+        let at = |p99| Latency {
+            p50: 1.0,
+            p90: 2.0,
+            p99,
+            max: 20.0,
+        };
+        assert!(judge(Some(at(10.0))).is_empty());
+        assert_eq!(
+            judge(Some(at(12.5))),
+            ["p99_latency_ms: p99 latency 12.5 ms, more than 10 ms"]
+        );
+        assert_eq!(
+            judge(None),
+            ["p99_latency_ms: no row with a latency to hold to 10 ms"]
+        );
     }
 
     #[test]
