@@ -644,4 +644,37 @@ mod tests {
         assert!(!BrokerError::classify(unreachable, &url, true).is_permanent());
         assert!(!BrokerError::Nacked.is_permanent());
     }
+
+    /// A `connection.start` payload as RabbitMQ sends it, with these server properties.
+    fn start_payload(properties: &[(&str, &str)]) -> Vec<u8> {
+        let long_string = |bytes: &mut Vec<u8>, text: &str| {
+            bytes.extend((text.len() as u32).to_be_bytes());
+            bytes.extend(text.as_bytes());
+        };
+        let mut table = Vec::new();
+        for (key, value) in properties {
+            table.push(key.len() as u8);
+            table.extend(key.as_bytes());
+            table.push(b'S');
+            long_string(&mut table, value);
+        }
+        let mut payload = vec![0, 10, 0, 10, 0, 9]; // connection.start, AMQP 0-9
+        payload.extend((table.len() as u32).to_be_bytes());
+        payload.extend(table);
+        long_string(&mut payload, "PLAIN AMQPLAIN");
+        long_string(&mut payload, "en_US");
+        payload
+    }
+
+    #[test]
+    fn the_server_version_comes_from_the_greetings_properties() {
+        let greeting = start_payload(&[("product", "RabbitMQ"), ("version", "3.10.8")]);
+        assert_eq!(start_version(&greeting).expect("a version"), "3.10.8");
+        let anonymous = start_payload(&[("product", "RabbitMQ")]);
+        assert!(matches!(
+            start_version(&anonymous),
+            Err(BrokerError::Greeting(_))
+        ));
+        assert!(start_version(b"not a frame").is_err());
+    }
 }
