@@ -1,7 +1,7 @@
 //! The `nnmon` command line. Every flag has an environment-variable twin, so the same
 //! settings work from a shell, a justfile, Docker Compose or a Nix app.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use nnmon_broker::{BrokerUrls, QueueType, TlsFiles};
 use nnmon_proto::MAX_SHARDS;
 use std::net::SocketAddr;
@@ -284,6 +284,7 @@ impl Args for MetricShardArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("open_loop").args(["rate", "scenario"]).multiple(true)))]
 pub struct FeaturesArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
@@ -320,12 +321,14 @@ pub struct FeaturesArgs {
     /// Unix epoch: item i is due at this time plus its offset, so a caller that chose the
     /// time (`nnmon scenario run`) measures against the same t0. Without it the schedule
     /// starts when features first reaches the broker; a time already past makes the
-    /// overdue items go at once.
+    /// overdue items go at once (logged as late). At most an hour ahead.
     #[arg(
         long,
         env = "NNMON_START_AT",
         value_name = "EPOCH_US",
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = parse_start_at,
+        requires = "open_loop"
     )]
     pub start_at: Option<u64>,
     /// Append the ID of every item the broker confirmed to this file (an audit trail to
@@ -526,6 +529,28 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The furthest ahead `--start-at` may be: later is a mistake (a time in milliseconds,
+/// or seconds), and would leave features silent.
+const START_AT_AHEAD: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Parses `--start-at`: epoch microseconds, at most [`START_AT_AHEAD`] from now.
+fn parse_start_at(text: &str) -> Result<u64, String> {
+    let at = text
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| format!("`{text}` is not a time in microseconds since the Unix epoch"))?;
+    let latest = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |now| (now + START_AT_AHEAD).as_micros());
+    if u128::from(at) > latest {
+        return Err(format!(
+            "`{text}` is more than {} s from now: microseconds since the Unix epoch, at most an hour ahead",
+            START_AT_AHEAD.as_secs()
+        ));
+    }
+    Ok(at)
+}
+
 /// Parses a count that bounds something and so cannot be 0: `1` or more.
 fn parse_positive(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
@@ -654,7 +679,47 @@ mod tests {
                 "--swap-at-item",
                 "-1",
             ],
-            &["nnmon", "features", "--start-at", "-5"],
+        ] {
+            let error = Cli::try_parse_from(args).expect_err("refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn start_at_needs_an_open_loop_and_at_most_an_hour_ahead() {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_micros();
+        let soon = (now_us + 1_000_000).to_string();
+        let parsed = Cli::try_parse_from(["nnmon", "features", "--rate", "5", "--start-at", &soon]);
+        let Command::Features(args) = parsed.expect("valid").command else {
+            unreachable!()
+        };
+        assert_eq!(args.start_at.map(u128::from), Some(now_us + 1_000_000));
+        let scenario = [
+            "nnmon",
+            "features",
+            "--scenario",
+            "s.toml",
+            "--start-at",
+            "0",
+        ];
+        assert!(Cli::try_parse_from(scenario).is_ok());
+        let too_late = (now_us + 2 * 3600 * 1_000_000).to_string();
+        for args in [
+            &["nnmon", "features", "--rate", "5", "--start-at", "-5"][..],
+            &["nnmon", "features", "--rate", "5", "--start-at", &too_late],
+            &[
+                "nnmon",
+                "features",
+                "--rate",
+                "5",
+                "--start-at",
+                "18446744073709551615",
+            ],
+            // Closed loop (--delay) has no schedule to start.
+            &["nnmon", "features", "--start-at", &soon],
         ] {
             let error = Cli::try_parse_from(args).expect_err("refused");
             assert_eq!(error.exit_code(), 2, "{args:?}");
