@@ -15,6 +15,7 @@ mod feed;
 mod ledger;
 mod lock;
 mod monitor;
+mod status_file;
 
 use crate::cli::MetricArgs;
 use crate::services::{PoisonCounter, Topology, dead_letter, now_ms};
@@ -94,7 +95,7 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
         args.window as usize,
         StatusClock::new(args.observe.status_interval),
         &files,
-    );
+    )?;
     let consumed = [
         telemetry.metrics.consumed(&y_true),
         telemetry.metrics.consumed(&y_pred),
