@@ -33,19 +33,14 @@ pub fn parse_alarm_line(line: &str) -> Option<(AlarmKind, Option<String>, u64)> 
 }
 
 /// `model`'s line when it first predicted with its second model (`model swap: items from
-/// 3200 on are predicted by /x/stale.json swap_at_item=3200 item=3200`): the file's name
-/// and the item the swap is at.
-pub fn parse_swap_line(line: &str) -> Option<(String, u64)> {
+/// 3200 on are predicted by /x/stale.json swap_at_item=3200 item=3200`): the item the swap
+/// is at. Only that field is read: the file's path may hold spaces, and the runner knows it.
+pub fn parse_swap_line(line: &str) -> Option<u64> {
     let (_, rest) = line.split_once("model swap: items from ")?;
-    let (_, rest) = rest.split_once(" on are predicted by ")?;
-    let path = rest.split_whitespace().next()?;
-    let at = rest
-        .split_whitespace()
+    rest.split_whitespace()
         .find_map(|word| word.strip_prefix("swap_at_item="))?
         .parse()
-        .ok()?;
-    let file = Path::new(path).file_name()?.to_string_lossy().into_owned();
-    Some((file, at))
+        .ok()
 }
 
 /// A service's stderr file, read as it grows.
@@ -54,7 +49,7 @@ struct LogScan {
     offset: u64,
     /// Rows logged before this start of `metric`, added to its row counts (`model`'s
     /// alarms carry the items' own numbers: 0).
-    items_before: u64,
+    rows_before: u64,
 }
 
 impl LogScan {
@@ -105,7 +100,8 @@ pub struct Probe {
     seconds: Vec<Second>,
     /// When the latest new row was seen, in seconds after the load started.
     pub last_row_at: f64,
-    /// The item `model` said it swapped models at, once it did.
+    /// The item `model` said it swapped models at, once it did (marked on the timeline at
+    /// the end, in the second that item was due).
     pub swapped_at: Option<u64>,
 }
 
@@ -124,7 +120,7 @@ impl Probe {
             confirmed_scan: LogScan {
                 path: confirmed_ids_file.to_owned(),
                 offset: 0,
-                items_before: 0,
+                rows_before: 0,
             },
             service_logs: Vec::new(),
             stats: ErrorStats::new(window, mean),
@@ -143,7 +139,7 @@ impl Probe {
         self.service_logs.push(LogScan {
             path: stderr,
             offset: 0,
-            items_before: self.rows.len() as u64,
+            rows_before: self.rows.len() as u64,
         });
     }
 
@@ -152,7 +148,7 @@ impl Probe {
         self.service_logs.push(LogScan {
             path: stderr,
             offset: 0,
-            items_before: 0,
+            rows_before: 0,
         });
     }
 
@@ -188,7 +184,7 @@ impl Probe {
         let mut alarms = Vec::new();
         let mut swaps = Vec::new();
         for scan in &mut self.service_logs {
-            let before = scan.items_before;
+            let before = scan.rows_before;
             scan.read_new(|line| {
                 if let Some(swap) = parse_swap_line(line) {
                     swaps.push(swap);
@@ -202,12 +198,9 @@ impl Probe {
                 }
             });
         }
-        // A restarted model logs its swap again: the first is the moment it happened.
-        for (file, item) in swaps {
-            if self.swapped_at.is_none() {
-                self.swapped_at = Some(item);
-                self.event(at, format!("model swapped to {file} at item {item}"));
-            }
+        // A restarted model logs its swap again: the first is the one that counts.
+        if self.swapped_at.is_none() {
+            self.swapped_at = swaps.first().copied();
         }
         let mae = self.stats.window().map(|w| w.mae);
         let pending = read_status(&self.log_dir)
@@ -309,7 +302,7 @@ mod tests {
             Some((AlarmKind::ErrorDrift, None, 321))
         );
         let swap = "2026-11-28T10:00:00.1Z  INFO nnmon::services::model: model swap: items from 3200 on are predicted by /s/models/stale.json swap_at_item=3200 item=3200";
-        assert_eq!(parse_swap_line(swap), Some(("stale.json".into(), 3200)));
+        assert_eq!(parse_swap_line(swap), Some(3200));
         assert_eq!(parse_alarm_line(swap), None);
         let cleared = "INFO nnmon::services::model: input drift cleared: bmi looks like the training data again feature=\"bmi\" item=9000";
         assert_eq!(parse_alarm_line(cleared), None);
