@@ -15,7 +15,6 @@ mod feed;
 mod ledger;
 mod lock;
 mod monitor;
-mod status_file;
 
 use crate::cli::MetricArgs;
 use crate::services::{PoisonCounter, Topology, dead_letter, now_ms};

@@ -19,7 +19,7 @@
 use crate::cli::ModelArgs;
 use crate::services::{PoisonCounter, Topology, dead_letter, now_ms};
 use crate::supervisor::supervise;
-use crate::telemetry::{StatusClock, Telemetry, write_json_atomically};
+use crate::telemetry::{StatusClock, StatusFile, Telemetry};
 use anyhow::{Context, Result};
 use nnmon_broker::{Acker, BasicAckOptions, Broker, Delivery, Publisher, message_properties};
 use nnmon_model::{LinearModel, diabetes};
@@ -29,7 +29,6 @@ use nnmon_stats::{
     DIABETES_FEATURE_NAMES, FEATURE_DRIFT_FILE, FeatureDrift, FeatureDriftConfig,
     FeatureDriftReport,
 };
-use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -64,7 +63,8 @@ struct Predictor {
     /// Confirmed predictions, and confirmed dead-letter copies.
     published: Counter,
     dead_letters_published: Counter,
-    drift_file: PathBuf,
+    /// `feature_drift.json`, written off the event loop (see [`StatusFile`]).
+    drift_file: StatusFile,
     /// Features messages settled (acked).
     settled: u64,
 }
@@ -80,7 +80,8 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
     info!(intercept = model.intercept, %source, "model loaded");
     let swap = match (&args.swap_model, args.swap_at_item) {
         (Some(path), Some(at_item)) => {
-            let model = LinearModel::load(path)?;
+            let model = LinearModel::load(path)
+                .with_context(|| format!("--swap-model {}", path.display()))?;
             let source = path.display().to_string();
             info!(intercept = model.intercept, %source, at_item, "second model loaded: it predicts items {at_item} and later");
             Some(Swap {
@@ -118,7 +119,7 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
         topology,
         drift,
         telemetry: telemetry.clone(),
-        drift_file: log_dir.join(FEATURE_DRIFT_FILE),
+        drift_file: StatusFile::new(log_dir.join(FEATURE_DRIFT_FILE))?,
         settled: 0,
     };
     let prefetch = args.broker.prefetch;
@@ -301,9 +302,11 @@ impl Predictor {
             window: self.drift.config().window,
             features: scores.clone(),
         };
-        // The page's copy: failing to write it must not stop predictions.
-        if let Err(error) = write_json_atomically(&self.drift_file, &report) {
-            warn!("{error:#}");
+        // The page's copy, written off the event loop; the last one before `model` exits.
+        if last {
+            self.drift_file.write_and_wait(&report);
+        } else {
+            self.drift_file.write(&report);
         }
         let alarms: Vec<&str> = scores
             .iter()

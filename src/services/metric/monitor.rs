@@ -3,9 +3,8 @@
 //! `<log-dir>/metric_status.json` for `plot`'s page.
 
 use super::ledger::{Events, Ledger};
-use super::status_file::StatusFile;
 use crate::services::{PoisonCounter, now_ms};
-use crate::telemetry::{StatusClock, Telemetry};
+use crate::telemetry::{StatusClock, StatusFile, Telemetry};
 use anyhow::Result;
 use nnmon_join::Side;
 use nnmon_model::LinearModel;

@@ -1,12 +1,13 @@
-//! `metric_status.json`, written on a thread of its own.
+//! A status file for `plot`'s page (`metric_status.json`, `feature_drift.json`), written on
+//! a thread of its own.
 //!
 //! The file is replaced atomically, which syncs it and its folder ([`write_atomically`]):
 //! a millisecond on an idle disk, tens to hundreds of them while other processes write a
 //! lot. Done on the event loop, that stalled every delivery behind it once per status
 //! interval. The file is for people and `plot`'s page, never for a guarantee, so nothing
-//! waits for it but the last status, written before `metric` exits.
+//! waits for it but the last status, written before the service exits.
 
-use crate::telemetry::write_atomically;
+use super::write_atomically;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -30,7 +31,7 @@ impl StatusFile {
     pub fn new(path: PathBuf) -> Result<Self> {
         let (jobs, queued) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
-            .name("metric-status".to_owned())
+            .name("status-file".to_owned())
             .spawn(move || write_queued(&path, &queued))
             .context("starting the status file's writer")?;
         Ok(Self {
