@@ -165,7 +165,7 @@ async fn a_feature_shift_raises_the_alarm_on_that_feature() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_model_raises_the_error_alarm() {
-    let Some((summary, _out)) = passes("drift-model").await else {
+    let Some((summary, out)) = passes("drift-model").await else {
         return;
     };
     assert!(
@@ -175,8 +175,7 @@ async fn a_stale_model_raises_the_error_alarm() {
             .any(|a| a.kind == AlarmKind::ErrorDrift && a.detection_delay_items.is_some()),
         "{summary:?}"
     );
-    assert_eq!(summary.injections[0].item, 3200, "{summary:?}");
-    let timeline = std::fs::read_to_string(_out.path().join("timeline.csv")).expect("timeline");
+    let timeline = std::fs::read_to_string(out.path().join("timeline.csv")).expect("timeline");
     assert!(
         timeline.contains("model swapped to stale.json at item 3200"),
         "{timeline}"

@@ -3,7 +3,7 @@
 //! nnmon-broker's connection (the URL list, TLS, refusals as the services get them) — and
 //! running `rabbitmqctl` (the `broker-restart` fault).
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, anyhow, bail};
 use nnmon_broker::{BasicProperties, Broker, BrokerUrls, RetryPolicy};
 use std::sync::mpsc;
 use std::thread;
@@ -59,20 +59,25 @@ pub async fn publish_poison(urls: &BrokerUrls, queues: [&str; 2], count: u64) ->
     Ok(())
 }
 
-/// Messages ready in `queue` (nobody consumes the dead-letter queue).
-pub async fn depth(urls: &BrokerUrls, queue: &str) -> Result<u32> {
-    let broker = connect(urls).await?;
+/// At a run's end, on one connection (a dead broker costs one wait, not two): the
+/// messages ready in `dead_letter` (nobody consumes it), then the run's queues deleted (a
+/// queue already gone is fine).
+pub async fn count_and_delete(
+    urls: &BrokerUrls,
+    dead_letter: &str,
+    queues: &[&str],
+) -> (Result<u32>, Result<()>) {
+    let broker = match connect(urls).await {
+        Ok(broker) => broker,
+        Err(error) => {
+            let error = format!("{error:#}");
+            return (Err(anyhow!("{error}")), Err(anyhow!("{error}")));
+        }
+    };
     let depth = broker
-        .queue_depth(queue)
+        .queue_depth(dead_letter)
         .await
-        .with_context(|| format!("asking for the depth of {queue}"));
-    broker.close().await;
-    depth
-}
-
-/// Deletes the run's queues (a queue already gone is fine).
-pub async fn delete_queues(urls: &BrokerUrls, queues: &[&str]) -> Result<()> {
-    let broker = connect(urls).await?;
+        .with_context(|| format!("asking for the depth of {dead_letter}"));
     let mut failed = Vec::new();
     for queue in queues {
         if let Err(error) = broker.delete_queue(queue).await {
@@ -80,10 +85,12 @@ pub async fn delete_queues(urls: &BrokerUrls, queues: &[&str]) -> Result<()> {
         }
     }
     broker.close().await;
-    if !failed.is_empty() {
-        bail!("deleting {}", failed.join("; "));
-    }
-    Ok(())
+    let deleted = if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("deleting {}", failed.join("; ")))
+    };
+    (depth, deleted)
 }
 
 /// How long one `rabbitmqctl` call may take (`await_startup` included) before it is

@@ -375,11 +375,10 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     let stop_failures = services.stop_all(STOP_TIMEOUT).await;
     let duration_s = started.elapsed().as_secs_f64();
     run_cancel.cancel();
-    let dead_lettered = broker::depth(&urls, &queues.dead_letter)
-        .await
-        .map(u64::from);
     // On every way out, a failed start included.
-    let deleted = broker::delete_queues(&urls, &queues.all()).await;
+    let (dead_lettered, deleted) =
+        broker::count_and_delete(&urls, &queues.dead_letter, &queues.all()).await;
+    let dead_lettered = dead_lettered.map(u64::from);
     let mut driven = match outcome {
         Ok(driven) => driven,
         Err(error) => {

@@ -78,7 +78,8 @@ impl Plan {
             last = Some((step, first, start));
         }
         // Past the end: as if the last step went on. A plan without steps sends nothing:
-        // no item is ever due.
+        // no item is ever due (`Duration::MAX`: adding it to an instant would panic, so
+        // callers saturate, as features' clock does).
         let Some((step, first, start)) = last else {
             return Duration::MAX;
         };
@@ -113,7 +114,9 @@ impl Plan {
         self.due_before(at)
     }
 
-    /// The step item `index` belongs to.
+    /// The step item `index` belongs to (the last one past the end). A plan without steps
+    /// has none: 0 then names no step, and callers must not index with it (the schema
+    /// refuses such a plan; only tests build one).
     pub fn step_of(&self, index: u64) -> usize {
         self.starts()
             .position(|(step, first, _)| index < first.saturating_add(step.items))
