@@ -468,8 +468,10 @@ impl Broker {
     /// The version the broker at `url` gives in its `connection.start` server properties
     /// (RabbitMQ: `3.10.8`): the server's own, not a CLI's. lapin keeps no copy of those
     /// properties, so this opens a connection of its own (TLS as the URL says), reads the
-    /// broker's greeting and leaves before logging in.
+    /// broker's greeting and leaves before logging in: the broker logs that as `client
+    /// unexpectedly closed TCP connection`, a warning on every call.
     pub async fn server_version(url: &BrokerUrl) -> Result<String, BrokerError> {
+        use futures_util::io::{AsyncReadExt, AsyncWriteExt};
         let asking = async {
             let runtime = lapin::runtime::default_runtime()?;
             let plain = lapin::uri::AMQPUri {
@@ -481,15 +483,16 @@ impl Broker {
                 Some(tls) => stream.into_rustls(&tls.connector()?, url.host()).await?,
                 None => stream,
             };
-            write_all(&mut stream, PROTOCOL_HEADER).await?;
+            stream.write_all(PROTOCOL_HEADER).await?;
+            stream.flush().await?;
             let mut header = [0u8; 7];
-            read_exact(&mut stream, &mut header).await?;
+            stream.read_exact(&mut header).await?;
             let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
             if header[0] != METHOD_FRAME || size > MAX_START_FRAME {
                 return Err(greeting("no connection.start method frame"));
             }
             let mut payload = vec![0u8; size + 1];
-            read_exact(&mut stream, &mut payload).await?;
+            stream.read_exact(&mut payload).await?;
             if payload.pop() != Some(FRAME_END) {
                 return Err(greeting("a frame without its end octet"));
             }
@@ -518,38 +521,6 @@ fn start_version(payload: &[u8]) -> Result<String, BrokerError> {
         Some(AMQPValue::LongString(version)) => Ok(version.to_string()),
         _ => Err(greeting("connection.start without a version property")),
     }
-}
-
-async fn write_all<S>(stream: &mut S, mut bytes: &[u8]) -> std::io::Result<()>
-where
-    S: futures_io::AsyncWrite + Unpin,
-{
-    while !bytes.is_empty() {
-        let written =
-            std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_write(cx, bytes))
-                .await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        bytes = &bytes[written..];
-    }
-    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_flush(cx)).await
-}
-
-async fn read_exact<S>(stream: &mut S, mut buffer: &mut [u8]) -> std::io::Result<()>
-where
-    S: futures_io::AsyncRead + Unpin,
-{
-    while !buffer.is_empty() {
-        let read =
-            std::future::poll_fn(|cx| std::pin::Pin::new(&mut *stream).poll_read(cx, buffer))
-                .await?;
-        if read == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        buffer = &mut buffer[read..];
-    }
-    Ok(())
 }
 
 #[cfg(test)]
