@@ -43,6 +43,22 @@ pub fn parse_swap_line(line: &str) -> Option<u64> {
         .ok()
 }
 
+/// How late features' schedule started after t0, in ms, from the line it logs then
+/// (`schedule starts at 1764340000000000, 35 ms late`).
+pub fn parse_late_line(line: &str) -> Option<u64> {
+    let (_, rest) = line.split_once(crate::services::features::SCHEDULE_LATE)?;
+    let (_, rest) = rest.split_once(", ")?;
+    rest.split_once(" ms late")?.0.trim().parse().ok()
+}
+
+/// How late features' schedule started (see [`parse_late_line`]), from its stderr file.
+pub fn features_late_ms(stderr: &Path) -> Option<u64> {
+    std::fs::read_to_string(stderr)
+        .ok()?
+        .lines()
+        .find_map(parse_late_line)
+}
+
 /// A service's stderr file, read as it grows.
 struct LogScan {
     path: PathBuf,
@@ -304,6 +320,9 @@ mod tests {
         let swap = "2026-11-28T10:00:00.1Z  INFO nnmon::services::model: model swap: items from 3200 on are predicted by /s/models/stale.json swap_at_item=3200 item=3200";
         assert_eq!(parse_swap_line(swap), Some(3200));
         assert_eq!(parse_alarm_line(swap), None);
+        let late = "2026-11-28T10:00:00.1Z  WARN nnmon::services::features: schedule starts at 1764340000000000, 35 ms late t0_us=1764340000000000 late_ms=35";
+        assert_eq!(parse_late_line(late), Some(35));
+        assert_eq!(parse_late_line(swap), None);
         let cleared = "INFO nnmon::services::model: input drift cleared: bmi looks like the training data again feature=\"bmi\" item=9000";
         assert_eq!(parse_alarm_line(cleared), None);
     }
