@@ -790,6 +790,7 @@ fn judge(
     let score = score_alarms(&scenario.drifts, &alarms);
     let latencies: Vec<u64> = probe.rows.iter().filter_map(|(_, l)| *l).collect();
     let latency = Latency::of_micros(&latencies);
+    let steps = steps(scenario, probe);
     let swap_item = scenario
         .drifts
         .iter()
@@ -809,6 +810,7 @@ fn judge(
             score: &score,
             dead_lettered,
             latency,
+            step_latency: steps.iter().map(|step| step.latency_ms).collect(),
         },
     );
     hypothesis_failures.append(&mut failures);
@@ -834,7 +836,7 @@ fn judge(
         false_alarms: score.false_alarms,
         injections: score.injections,
         faults,
-        steps: steps(scenario, probe),
+        steps,
         hypothesis_held: hypothesis_failures.is_empty(),
         hypothesis_failures,
         duration_s,

@@ -60,6 +60,8 @@ pub struct LoadFile {
 pub struct StepFile {
     pub rate: f64,
     pub seconds: f64,
+    /// This step's p99 latency, in ms, at most this (the target is per load).
+    pub p99_latency_ms: Option<f64>,
 }
 
 /// `[services]`: settings handed to the services; absent ones keep the services' defaults.
@@ -154,6 +156,10 @@ pub struct Hypothesis {
     pub dead_lettered: Option<u64>,
     /// The whole run's p99 latency (scheduled send time to row), in ms, at most this.
     pub p99_latency_ms: Option<f64>,
+    /// Each load step's own p99 target, from `load.steps[i].p99_latency_ms` (one entry
+    /// per step, `None` where the step sets none).
+    #[serde(skip)]
+    pub step_p99_latency_ms: Vec<Option<f64>>,
 }
 
 fn yes() -> bool {
@@ -168,6 +174,7 @@ impl Default for Hypothesis {
             max_false_alarms: 0,
             dead_lettered: None,
             p99_latency_ms: None,
+            step_p99_latency_ms: Vec::new(),
         }
     }
 }
@@ -402,14 +409,28 @@ impl Scenario {
         faults.sort_by_key(|(_, f)| f.at);
         check_overlaps(&faults)?;
         let faults = faults.into_iter().map(|(_, fault)| fault).collect();
-        if let Some(p99) = file.hypothesis.p99_latency_ms
-            && !(p99.is_finite() && p99 > 0.0)
-        {
-            return Err(invalid(
-                "hypothesis.p99_latency_ms",
-                format!("{p99} is not a latency in milliseconds above 0"),
+        let mut targets = vec![(
+            "hypothesis.p99_latency_ms".to_owned(),
+            file.hypothesis.p99_latency_ms,
+        )];
+        for (i, step) in file.load.steps.iter().enumerate() {
+            targets.push((
+                format!("load.steps[{i}].p99_latency_ms"),
+                step.p99_latency_ms,
             ));
         }
+        for (key, target) in targets {
+            if let Some(p99) = target
+                && !(p99.is_finite() && p99 > 0.0)
+            {
+                return Err(invalid(
+                    key,
+                    format!("{p99} is not a latency in milliseconds above 0"),
+                ));
+            }
+        }
+        let mut hypothesis = file.hypothesis;
+        hypothesis.step_p99_latency_ms = file.load.steps.iter().map(|s| s.p99_latency_ms).collect();
         Ok(Scenario {
             name,
             description: file.description,
@@ -418,7 +439,7 @@ impl Scenario {
             services: file.services,
             drifts,
             faults,
-            hypothesis: file.hypothesis,
+            hypothesis,
         })
     }
 }
@@ -743,6 +764,18 @@ mod tests {
             error(&format!("{BASE}[hypothesis]\np99_latency_ms = 0\n"))
                 .contains("`hypothesis.p99_latency_ms`")
         );
+    }
+
+    #[test]
+    fn a_step_may_set_its_own_p99_target() {
+        let text = "seed = 1\n[load]\nsteps = [{ rate = 10, seconds = 2, p99_latency_ms = 10 }, { rate = 100, seconds = 1 }]\n";
+        let scenario = Scenario::parse(text, "t").expect("valid");
+        assert_eq!(scenario.hypothesis.step_p99_latency_ms, [Some(10.0), None]);
+        let zero = text.replace("p99_latency_ms = 10", "p99_latency_ms = -1");
+        let error = Scenario::parse(&zero, "t")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("`load.steps[0].p99_latency_ms`"), "{error}");
     }
 
     #[test]

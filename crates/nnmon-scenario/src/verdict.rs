@@ -155,6 +155,9 @@ pub struct Observed<'a> {
     pub dead_lettered: u64,
     /// The whole run's latency; `None` when no row had one.
     pub latency: Option<Latency>,
+    /// Each load step's latency, in step order; `None` for a step no row with a latency
+    /// came from.
+    pub step_latency: Vec<Option<Latency>>,
 }
 
 /// Every way the run broke the hypothesis, as sentences; empty when it held.
@@ -196,15 +199,25 @@ pub fn check_hypothesis(hypothesis: &Hypothesis, observed: &Observed) -> Vec<Str
             observed.dead_lettered
         ));
     }
-    if let Some(target) = hypothesis.p99_latency_ms {
-        match observed.latency {
+    let mut targets = vec![(
+        "p99_latency_ms".to_owned(),
+        hypothesis.p99_latency_ms,
+        observed.latency,
+    )];
+    for (i, target) in hypothesis.step_p99_latency_ms.iter().enumerate() {
+        let latency = observed.step_latency.get(i).copied().flatten();
+        targets.push((format!("load.steps[{i}].p99_latency_ms"), *target, latency));
+    }
+    for (key, target, latency) in targets {
+        let Some(target) = target else { continue };
+        match latency {
             Some(latency) if latency.p99 <= target => {}
             Some(latency) => failures.push(format!(
-                "p99_latency_ms: p99 latency {:.1} ms, more than {target} ms",
+                "{key}: p99 latency {:.1} ms, more than {target} ms",
                 latency.p99
             )),
             None => failures.push(format!(
-                "p99_latency_ms: no row with a latency to hold to {target} ms"
+                "{key}: no row with a latency to hold to {target} ms"
             )),
         }
     }
@@ -279,6 +292,7 @@ mod tests {
                 score: &score,
                 dead_lettered: 0,
                 latency: None,
+                step_latency: Vec::new(),
             },
         );
         assert_eq!(failures.len(), 2, "{failures:?}");
@@ -299,6 +313,7 @@ mod tests {
                     score: &score,
                     dead_lettered: 0,
                     latency,
+                    step_latency: Vec::new(),
                 },
             )
         };
@@ -316,6 +331,35 @@ mod tests {
         assert_eq!(
             judge(None),
             ["p99_latency_ms: no row with a latency to hold to 10 ms"]
+        );
+    }
+
+    #[test]
+    fn each_step_is_held_to_its_own_p99_target() {
+        let hypothesis = Hypothesis {
+            step_p99_latency_ms: vec![Some(10.0), None, Some(10.0)],
+            ..Hypothesis::default()
+        };
+        let score = score_alarms(&[], &[]);
+        let at = |p99| Latency {
+            p50: 1.0,
+            p90: 2.0,
+            p99,
+            max: 200.0,
+        };
+        let failures = check_hypothesis(
+            &hypothesis,
+            &Observed {
+                delivery: &Delivery::default(),
+                score: &score,
+                dead_lettered: 0,
+                latency: Some(at(150.0)),
+                step_latency: vec![Some(at(9.0)), Some(at(150.0)), None],
+            },
+        );
+        assert_eq!(
+            failures,
+            ["load.steps[2].p99_latency_ms: no row with a latency to hold to 10 ms"]
         );
     }
 
