@@ -270,6 +270,13 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
         .faults
         .iter()
         .any(|f| matches!(f.action, FaultAction::Partition { .. }));
+    // The proxy listens on 127.0.0.1, a name the broker's certificate does not hold: a
+    // partition over TLS could not connect (a URL list never mixes amqp:// and amqps://).
+    if needs_proxy && urls.first().tls_files().is_some() {
+        bail!(
+            "a partition fault needs a plain amqp:// AMQP_URL: the services would reach the broker through the runner's proxy at 127.0.0.1, which its TLS certificate does not name"
+        );
+    }
     let (service_url, proxy) = if needs_proxy {
         let (upstream, _) =
             proxy::reroute(&args.amqp_url, "").context("AMQP_URL has no host to proxy")?;
