@@ -299,21 +299,26 @@ mod tests {
     }
 
     #[test]
-    fn the_p99_target_is_checked_and_no_latency_fails_it() {
-        let hypothesis = Hypothesis {
+    fn the_p99_targets_are_checked_and_no_latency_fails_them() {
+        let whole = Hypothesis {
             p99_latency_ms: Some(10.0),
             ..Hypothesis::default()
         };
+        // Each step is held to its own target, the whole run to none.
+        let per_step = Hypothesis {
+            step_p99_latency_ms: vec![Some(10.0), None, Some(10.0)],
+            ..Hypothesis::default()
+        };
         let score = score_alarms(&[], &[]);
-        let judge = |latency| {
+        let judge = |hypothesis, latency, step_latency| {
             check_hypothesis(
-                &hypothesis,
+                hypothesis,
                 &Observed {
                     delivery: &Delivery::default(),
                     score: &score,
                     dead_lettered: 0,
                     latency,
-                    step_latency: Vec::new(),
+                    step_latency,
                 },
             )
         };
@@ -321,44 +326,24 @@ mod tests {
             p50: 1.0,
             p90: 2.0,
             p99,
-            max: 20.0,
+            max: 200.0,
         };
-        assert!(judge(Some(at(10.0))).is_empty());
+        assert!(judge(&whole, Some(at(10.0)), Vec::new()).is_empty());
         assert_eq!(
-            judge(Some(at(12.5))),
+            judge(&whole, Some(at(12.5)), Vec::new()),
             ["p99_latency_ms: p99 latency 12.5 ms, more than 10 ms"]
         );
         assert_eq!(
-            judge(None),
+            judge(&whole, None, Vec::new()),
             ["p99_latency_ms: no row with a latency to hold to 10 ms"]
         );
-    }
-
-    #[test]
-    fn each_step_is_held_to_its_own_p99_target() {
-        let hypothesis = Hypothesis {
-            step_p99_latency_ms: vec![Some(10.0), None, Some(10.0)],
-            ..Hypothesis::default()
-        };
-        let score = score_alarms(&[], &[]);
-        let at = |p99| Latency {
-            p50: 1.0,
-            p90: 2.0,
-            p99,
-            max: 200.0,
-        };
-        let failures = check_hypothesis(
-            &hypothesis,
-            &Observed {
-                delivery: &Delivery::default(),
-                score: &score,
-                dead_lettered: 0,
-                latency: Some(at(150.0)),
-                step_latency: vec![Some(at(9.0)), Some(at(150.0)), None],
-            },
+        let steps = vec![Some(at(9.0)), Some(at(150.0)), Some(at(12.5))];
+        assert_eq!(
+            judge(&per_step, Some(at(150.0)), steps),
+            ["load.steps[2].p99_latency_ms: p99 latency 12.5 ms, more than 10 ms"]
         );
         assert_eq!(
-            failures,
+            judge(&per_step, None, vec![Some(at(9.0)), None, None]),
             ["load.steps[2].p99_latency_ms: no row with a latency to hold to 10 ms"]
         );
     }
