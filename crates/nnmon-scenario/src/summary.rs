@@ -1,9 +1,11 @@
 //! What a run leaves behind: `summary.json` ([`Summary`]), the rows of `timeline.csv`
 //! ([`TimelineRow`]), and the side-by-side comparison of two summaries ([`compare`]).
 
+use crate::load::{CpuTime, LoadAverage};
 use crate::verdict::{Delivery, InjectionOutcome, ScoredAlarm};
 use nnmon_stats::nearest_rank;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Latency percentiles in milliseconds (nearest rank).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -78,6 +80,13 @@ pub struct Summary {
     pub hypothesis_failures: Vec<String>,
     /// From the first service started to the last stopped.
     pub duration_s: f64,
+    /// Each service's CPU time and time waiting runnable for a CPU, over all its starts
+    /// and threads. Absent in summaries written before it was measured.
+    pub cpu: Option<BTreeMap<String, CpuTime>>,
+    /// The machine's 1-minute load average when the run started and ended: a run's
+    /// latency depends on it, so it is kept with the figures rather than in `env.json`
+    /// (which describes what a rerun would reproduce). Absent in older summaries.
+    pub load_average: Option<LoadAverage>,
 }
 
 /// One line of `timeline.csv`: one second of the run.
@@ -104,6 +113,8 @@ pub struct TimelineRow {
     pub alarms: String,
     /// Faults and injections carried out in this second (`;`-separated).
     pub events: String,
+    /// The machine's 1-minute load average as last read in this second.
+    pub load1: Option<f64>,
 }
 
 impl TimelineRow {
@@ -192,6 +203,62 @@ fn delays(summary: &Summary) -> String {
     }
 }
 
+/// A figure two runs may lack (older summaries), `-` for a run without it.
+fn maybe(metric: &str, a: Option<f64>, b: Option<f64>) -> Comparison {
+    match (a, b) {
+        (Some(a), Some(b)) => number(metric, a, b),
+        (a, b) => {
+            let text = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+            Comparison {
+                metric: metric.to_owned(),
+                a: text(a),
+                b: text(b),
+                change: None,
+            }
+        }
+    }
+}
+
+/// The machine's load in two runs: the load average and how long the services waited
+/// for a CPU per second they ran on one, in all and per service.
+fn load_lines(a: &Summary, b: &Summary) -> Vec<Comparison> {
+    let load = |s: &Summary, figure: fn(&LoadAverage) -> f64| s.load_average.as_ref().map(figure);
+    let total = |s: &Summary| {
+        s.cpu
+            .as_ref()
+            .and_then(|cpu| CpuTime::total(cpu.values()).wait_per_cpu())
+    };
+    let mut lines = vec![
+        maybe(
+            "load_average.start",
+            load(a, |l| l.start),
+            load(b, |l| l.start),
+        ),
+        maybe("load_average.end", load(a, |l| l.end), load(b, |l| l.end)),
+        maybe("cpu.wait_per_cpu", total(a), total(b)),
+    ];
+    let services: std::collections::BTreeSet<&String> = a
+        .cpu
+        .iter()
+        .chain(&b.cpu)
+        .flat_map(|cpu| cpu.keys())
+        .collect();
+    for service in services {
+        let ratio = |s: &Summary| {
+            s.cpu
+                .as_ref()
+                .and_then(|cpu| cpu.get(service))
+                .and_then(CpuTime::wait_per_cpu)
+        };
+        lines.push(maybe(
+            &format!("cpu.{service}.wait_per_cpu"),
+            ratio(a),
+            ratio(b),
+        ));
+    }
+    lines
+}
+
 /// The figures of two runs side by side, with the relative change of each number.
 pub fn compare(a: &Summary, b: &Summary) -> Vec<Comparison> {
     let mut lines = vec![
@@ -232,6 +299,7 @@ pub fn compare(a: &Summary, b: &Summary) -> Vec<Comparison> {
             change: None,
         },
     ];
+    lines.extend(load_lines(a, b));
     if a.steps.len() == b.steps.len() {
         for (index, (sa, sb)) in a.steps.iter().zip(&b.steps).enumerate() {
             lines.push(number(
@@ -330,6 +398,17 @@ mod tests {
             hypothesis_held: true,
             hypothesis_failures: Vec::new(),
             duration_s: 3.0,
+            cpu: Some(BTreeMap::from([(
+                "model".to_owned(),
+                CpuTime {
+                    cpu_s: 2.0,
+                    wait_s: 6.0,
+                },
+            )])),
+            load_average: Some(LoadAverage {
+                start: 1.5,
+                end: 3.0,
+            }),
         }
     }
 
@@ -383,5 +462,38 @@ mod tests {
             p99.map(|l| (l.a.as_str(), l.b.as_str(), l.change)),
             Some(("-", "5.00", None))
         );
+    }
+
+    #[test]
+    fn a_summary_without_the_load_still_loads_and_compares() {
+        let measured = summary(4.0, 100.0);
+        let mut json: serde_json::Value = serde_json::to_value(&measured).expect("serialize");
+        let object = json.as_object_mut().expect("an object");
+        object.remove("cpu");
+        object.remove("load_average");
+        let old: Summary = serde_json::from_value(json).expect("an older summary loads");
+        assert_eq!((old.cpu.as_ref(), old.load_average), (None, None));
+        let lines = compare(&old, &measured);
+        let line = |metric: &str| {
+            lines
+                .iter()
+                .find(|l| l.metric == metric)
+                .map(|l| (l.a.clone(), l.b.clone(), l.change))
+        };
+        assert_eq!(
+            line("cpu.wait_per_cpu"),
+            Some(("-".to_owned(), "3.00".to_owned(), None))
+        );
+        assert_eq!(
+            line("cpu.model.wait_per_cpu"),
+            Some(("-".to_owned(), "3.00".to_owned(), None))
+        );
+        assert_eq!(
+            line("load_average.end"),
+            Some(("-".to_owned(), "3.00".to_owned(), None))
+        );
+        let both = compare(&measured, &measured);
+        let start = both.iter().find(|l| l.metric == "load_average.start");
+        assert_eq!(start.map(|l| l.change), Some(Some(0.0)));
     }
 }
