@@ -78,6 +78,16 @@ async fn baseline_sends_every_item_once_and_writes_the_whole_folder() {
     assert_eq!(summary.false_alarms, 0);
     let latency = summary.latency_ms.expect("rows with a latency");
     assert!(latency.p50 > 0.0 && latency.p50 <= latency.p99);
+    // Every service's CPU and runqueue wait, from its threads' schedstat, and the load.
+    let cpu = summary.cpu.as_ref().expect("summary.json has cpu");
+    for service in ["features", "model", "metric"] {
+        let time = cpu.get(service).expect("each service's time");
+        assert!(time.cpu_s > 0.0 && time.wait_s > 0.0, "{service}: {time:?}");
+    }
+    let load = summary.load_average.expect("summary.json has load_average");
+    assert!(load.start >= 0.0 && load.end >= 0.0, "{load:?}");
+    let report = std::fs::read_to_string(out.path().join("report.md")).expect("report.md");
+    assert!(report.contains("## Machine load"), "{report}");
     for file in [
         "timeline.csv",
         "env.json",
@@ -94,6 +104,12 @@ async fn baseline_sends_every_item_once_and_writes_the_whole_folder() {
             .next()
             .expect("header")
             .starts_with("second,offered_per_s,confirmed_per_s,achieved_per_s,latency_p50_ms")
+    );
+    assert!(
+        timeline
+            .lines()
+            .next()
+            .is_some_and(|h| h.ends_with(",load1"))
     );
     let rows_per_second: u64 = lines
         .map(|line| {

@@ -10,6 +10,8 @@
 //!   deleting the run's queues — and `rabbitmqctl`.
 //! - [`probe`]: what the runner watches while the scenario runs (the metric log, the
 //!   confirmed IDs, metric's status file, the services' alarm lines), second by second.
+//! - [`load`]: the machine's load from `/proc` (the services' CPU and runqueue wait, the
+//!   load average).
 //! - [`environment`]: what `env.json` says about the machine and the checkout.
 //! - [`report`]: the files of a run's folder.
 //!
@@ -25,6 +27,7 @@
 
 mod broker;
 mod environment;
+mod load;
 mod probe;
 mod proxy;
 mod report;
@@ -36,8 +39,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use nnmon_broker::{Broker, BrokerUrls};
 use nnmon_proto::QueueNames;
 use nnmon_scenario::{
-    Change, FaultAction, FaultRecord, Latency, Observed, Scenario, StepSummary, Summary,
-    check_delivery, check_hypothesis, compare, format_comparison, score_alarms,
+    Change, CpuTime, FaultAction, FaultRecord, Latency, LoadAverage, Observed, Scenario,
+    StepSummary, Summary, check_delivery, check_hypothesis, compare, format_comparison,
+    score_alarms,
 };
 use probe::Probe;
 use services::Services;
@@ -334,6 +338,7 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     if let Some(window) = settings.window {
         metric_args.extend(["--window".to_owned(), window.to_string()]);
     }
+    let load_at_start = load::load1();
     let model_log = services.start("model", model_args)?;
     let metric_log = services.start("metric", metric_args)?;
     probe.watch_model(model_log.clone());
@@ -381,6 +386,12 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     drop(restarts);
     let stop_failures = services.stop_all(STOP_TIMEOUT).await;
     let duration_s = started.elapsed().as_secs_f64();
+    let machine = Machine {
+        cpu: Some(services.cpu()).filter(|cpu| !cpu.is_empty()),
+        load_average: load_at_start
+            .zip(load::load1())
+            .map(|(start, end)| LoadAverage { start, end }),
+    };
     run_cancel.cancel();
     // On every way out, a failed start included.
     let (dead_lettered, deleted) =
@@ -445,6 +456,7 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
         dead_lettered,
         driven,
         duration_s,
+        machine,
     );
     let timeline = probe.timeline(|second| {
         let plan = &scenario.plan;
@@ -453,6 +465,17 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     });
     report::write_all(&out, &scenario, &summary, &timeline, &environment)?;
     print_summary(&summary, &out);
+    if let Some(cpu) = &summary.cpu {
+        let total = CpuTime::total(cpu.values());
+        if total.contended() {
+            tracing::warn!(
+                "the services waited {:.1} s for a CPU and ran {:.1} s: latency figures are dominated by the machine's load ({}), not by nnmon",
+                total.wait_s,
+                total.cpu_s,
+                load_text(summary.load_average)
+            );
+        }
+    }
     if !summary.hypothesis_held {
         bail!(
             "scenario {}: the hypothesis failed: {}",
@@ -506,12 +529,36 @@ fn print_summary(summary: &Summary, out: &Path) {
             );
         }
     }
+    if let Some(cpu) = &summary.cpu {
+        let total = CpuTime::total(cpu.values());
+        println!(
+            "  services: {:.1} s on a CPU, {:.1} s waiting for one (wait/cpu {}); {}",
+            total.cpu_s,
+            total.wait_s,
+            report::wait_per_cpu(total),
+            load_text(summary.load_average)
+        );
+    }
     let verdict = if summary.hypothesis_held {
         "held".to_owned()
     } else {
         format!("FAILED ({})", summary.hypothesis_failures.join("; "))
     };
     println!("hypothesis {verdict}; results in {}", out.display());
+}
+
+/// The load average from start to end, for people.
+fn load_text(load: Option<LoadAverage>) -> String {
+    load.map_or_else(
+        || "load average unknown".to_owned(),
+        |l| format!("load average {:.2} → {:.2}", l.start, l.end),
+    )
+}
+
+/// The machine's load during the run, for the summary.
+struct Machine {
+    cpu: Option<std::collections::BTreeMap<String, CpuTime>>,
+    load_average: Option<LoadAverage>,
 }
 
 /// What [`drive`] did.
@@ -566,6 +613,7 @@ async fn drive(
         tokio::select! {
             _ = ticker.tick() => {
                 let at = now();
+                services.sample();
                 probe.poll(at);
                 let (rows, confirmed) = probe.rates_before(at);
                 let p99 = probe.p99_before(at).map_or_else(|| "-".to_owned(), |p| format!("{p:.1}"));
@@ -782,6 +830,7 @@ fn judge(
     dead_lettered: u64,
     driven: Driven,
     duration_s: f64,
+    machine: Machine,
 ) -> Summary {
     let Driven {
         mut failures,
@@ -847,6 +896,8 @@ fn judge(
         hypothesis_held: hypothesis_failures.is_empty(),
         hypothesis_failures,
         duration_s,
+        cpu: machine.cpu,
+        load_average: machine.load_average,
     }
 }
 

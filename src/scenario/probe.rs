@@ -1,8 +1,8 @@
 //! What the runner watches while a scenario runs, from the files the services already
 //! write: the metric log (rows, latency, MAE), features' confirmed IDs, metric's status
 //! file (halves waiting), and the services' own log lines for the drift alarms they raise
-//! (the only place that says at which item an alarm was raised). Everything seen is put
-//! into the second of the run it was seen in.
+//! (the only place that says at which item an alarm was raised), and the machine's load
+//! average. Everything seen is put into the second of the run it was seen in.
 
 use nnmon_csvlog::LogTail;
 use nnmon_scenario::{Alarm, AlarmKind, TimelineRow};
@@ -99,6 +99,7 @@ struct Second {
     pending: Option<(u64, u64)>,
     alarms: Vec<String>,
     events: Vec<String>,
+    load1: Option<f64>,
 }
 
 /// Everything the runner has seen.
@@ -221,7 +222,9 @@ impl Probe {
         let mae = self.stats.window().map(|w| w.mae);
         let pending = read_status(&self.log_dir)
             .map(|status| (status.waiting_truths, status.waiting_predictions));
+        let load1 = super::load::load1();
         let second = self.second(at);
+        second.load1 = load1.or(second.load1);
         second.confirmed += confirmed.len() as u64;
         second.rows += new_rows.len() as u64;
         second
@@ -286,6 +289,7 @@ impl Probe {
                     pending_predictions: pending.map(|p| p.1),
                     alarms: second.alarms.join(";"),
                     events: second.events.join(";"),
+                    load1: second.load1,
                     ..TimelineRow::default()
                 };
                 row.set_latency(&second.latencies_us);

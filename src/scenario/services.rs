@@ -1,9 +1,13 @@
 //! The pipeline's services as child processes of the runner: the `nnmon` binary itself,
 //! each with its stderr in `<log-dir>/<service>-<n>.stderr` (n counts its starts), and
-//! signalled, restarted and stopped as a fault or the end of the run says.
+//! signalled, restarted and stopped as a fault or the end of the run says. Each start's
+//! CPU and runqueue wait are sampled while it lives (at every [`sample`](Services::sample)
+//! and just before it is signalled) and added to its service's once it is gone.
 
+use super::load::sample_process;
 use anyhow::{Context, Result, bail};
-use std::collections::HashMap;
+use nnmon_scenario::{CpuTime, ServiceTimes};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
@@ -25,6 +29,7 @@ pub struct Services {
     args: HashMap<&'static str, Vec<String>>,
     running: HashMap<&'static str, Running>,
     starts: HashMap<&'static str, u32>,
+    times: ServiceTimes,
 }
 
 impl Services {
@@ -37,7 +42,34 @@ impl Services {
             args: HashMap::new(),
             running: HashMap::new(),
             starts: HashMap::new(),
+            times: ServiceTimes::default(),
         }
+    }
+
+    /// Samples `name`'s threads, if it has not been reaped.
+    fn sample_one(&mut self, name: &str) {
+        if let Some(pid) = self.running.get(name).and_then(|r| r.child.id()) {
+            sample_process(pid, self.times.process(name));
+        }
+    }
+
+    /// Samples every running service's threads.
+    pub fn sample(&mut self) {
+        let names: Vec<&'static str> = self.running.keys().copied().collect();
+        for name in names {
+            self.sample_one(name);
+        }
+    }
+
+    /// `name`'s process is gone: forgotten, its time added to the service's.
+    fn forget(&mut self, name: &str) -> Option<Running> {
+        self.times.ended(name);
+        self.running.remove(name)
+    }
+
+    /// Each service's CPU and runqueue wait over all its starts, as sampled so far.
+    pub fn cpu(&self) -> BTreeMap<String, CpuTime> {
+        self.times.by_service()
     }
 
     /// Starts `nnmon <args>` as `name`; a later [`restart`](Self::restart) uses the same
@@ -112,6 +144,8 @@ impl Services {
 
     /// Sends SIGKILL (`kill`) or SIGTERM to `name`; it stays known until it has exited.
     pub fn signal(&mut self, name: &str, kill: bool) -> Result<()> {
+        // Its last sample: what it ran after the signal is not seen.
+        self.sample_one(name);
         let running = self
             .running
             .get_mut(name)
@@ -133,6 +167,7 @@ impl Services {
 
     /// Waits up to `timeout` for `name` to exit and forgets it.
     pub async fn reap(&mut self, name: &str, timeout: Duration) -> Result<ExitStatus> {
+        self.sample_one(name);
         let running = self
             .running
             .get_mut(name)
@@ -140,7 +175,7 @@ impl Services {
         let status = tokio::time::timeout(timeout, running.child.wait())
             .await
             .with_context(|| format!("{name} did not exit within {timeout:?}"))??;
-        self.running.remove(name);
+        self.forget(name);
         Ok(status)
     }
 
@@ -151,7 +186,7 @@ impl Services {
         };
         let status = running.child.try_wait()?;
         if status.is_some() {
-            self.running.remove(name);
+            self.forget(name);
         }
         Ok(status)
     }
@@ -185,7 +220,7 @@ impl Services {
                 Ok(status) => failed.push(format!("{name} exited with {status}")),
                 Err(error) => {
                     failed.push(format!("{error:#}"));
-                    if let Some(mut running) = self.running.remove(name) {
+                    if let Some(mut running) = self.forget(name) {
                         let _ = running.child.kill().await;
                     }
                 }
