@@ -48,12 +48,16 @@ RUN set -eu; \
 
 # The real sources, and the data the binary embeds at compile time
 # (crates/nnmon-model/data/diabetes.csv and models/ols.json, via include_str!).
+# build.rs records the rustc (and the revision, from the build argument: there is no .git
+# here) for a scenario run's env.json: `docker build --build-arg NNMON_BUILD_GIT_REVISION=$(git rev-parse HEAD) .`
+ARG NNMON_BUILD_GIT_REVISION=""
+COPY build.rs ./
 COPY src src
 COPY crates crates
 COPY models models
 # COPY keeps the files' old mtimes; touch them so cargo rebuilds the workspace crates
 # instead of keeping the stand-ins compiled above.
-RUN find src crates models -type f -exec touch {} + \
+RUN find build.rs src crates models -type f -exec touch {} + \
     && cargo build --release --locked --bin nnmon
 
 # ---- runtime ---------------------------------------------------------------------------

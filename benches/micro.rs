@@ -70,6 +70,7 @@ fn proto(c: &mut Criterion) {
             id: id(n as u64),
             features: s.features,
             published_us: Some(1_764_000_000_000_000 + n as u64),
+            item: Some(n as u64),
         })
         .collect();
     let values: Vec<ValueMessage> = rows

@@ -1,7 +1,7 @@
 //! The `nnmon` command line. Every flag has an environment-variable twin, so the same
 //! settings work from a shell, a justfile, Docker Compose or a Nix app.
 
-use clap::{Args, Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use nnmon_broker::{BrokerUrls, QueueType, TlsFiles};
 use nnmon_proto::MAX_SHARDS;
 use std::net::SocketAddr;
@@ -60,9 +60,13 @@ pub struct ScenarioRunArgs {
     )]
     pub amqp_url: String,
     /// The command that runs rabbitmqctl against that broker (split on spaces, e.g.
-    /// `docker exec NAME rabbitmqctl`), for the broker-restart fault and env.json.
+    /// `docker exec NAME rabbitmqctl`), for the broker-restart fault.
     #[arg(long, env = "NNMON_RABBITMQCTL", default_value = "rabbitmqctl")]
     pub rabbitmqctl: String,
+    /// The broker's TLS files (amqps://), for the runner's own connection and every
+    /// service's.
+    #[command(flatten)]
+    pub tls: TlsFlags,
 }
 
 #[derive(Debug, Args)]
@@ -115,11 +119,18 @@ struct BrokerFlags {
     /// confirm window.
     #[arg(long, env = "NNMON_PREFETCH", default_value_t = 500, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..))]
     prefetch: u16,
+    #[command(flatten)]
+    tls: TlsFlags,
+}
+
+/// The broker's TLS files, as every command that talks to the broker takes them.
+#[derive(Debug, Args)]
+pub struct TlsFlags {
     /// PEM file of the CA certificate(s) the broker's certificate must come from (amqps://).
     /// It REPLACES the system's roots: only these CAs are trusted. Without it, the system's
     /// roots are.
     #[arg(long, env = "NNMON_TLS_CA_FILE", value_name = "PEM")]
-    tls_ca_file: Option<PathBuf>,
+    pub tls_ca_file: Option<PathBuf>,
     /// PEM file of the client certificate shown to a broker that asks for one (amqps://),
     /// intermediate CAs after it; with --tls-key-file.
     #[arg(
@@ -128,7 +139,7 @@ struct BrokerFlags {
         value_name = "PEM",
         requires = "tls_key_file"
     )]
-    tls_cert_file: Option<PathBuf>,
+    pub tls_cert_file: Option<PathBuf>,
     /// PEM file of the client certificate's private key, unencrypted (PKCS#8, PKCS#1 or
     /// SEC1); with --tls-cert-file. Keep it private (chmod 600): nnmon warns otherwise.
     #[arg(
@@ -137,17 +148,22 @@ struct BrokerFlags {
         value_name = "PEM",
         requires = "tls_cert_file"
     )]
-    tls_key_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+impl TlsFlags {
+    pub fn files(&self) -> TlsFiles {
+        TlsFiles {
+            ca_file: self.tls_ca_file.clone(),
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+        }
+    }
 }
 
 impl BrokerFlags {
     fn into_args(self) -> Result<BrokerArgs, clap::Error> {
-        let files = TlsFiles {
-            ca_file: self.tls_ca_file,
-            cert_file: self.tls_cert_file,
-            key_file: self.tls_key_file,
-        };
-        let amqp_url = self.amqp_url.with_tls(files).map_err(|e| {
+        let amqp_url = self.amqp_url.with_tls(self.tls.files()).map_err(|e| {
             clap::Error::raw(
                 clap::error::ErrorKind::ArgumentConflict,
                 format!("--amqp-url: {e}"),
@@ -268,6 +284,7 @@ impl Args for MetricShardArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(ArgGroup::new("open_loop").args(["rate", "scenario"]).multiple(true)))]
 pub struct FeaturesArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
@@ -300,6 +317,20 @@ pub struct FeaturesArgs {
     /// Instead of --rate, --count and --seed; it wins over --delay as --rate does.
     #[arg(long, env = "NNMON_SCENARIO", value_name = "TOML", conflicts_with_all = ["rate", "count", "seed"])]
     pub scenario: Option<PathBuf>,
+    /// Start of an open-loop schedule (--rate or --scenario), in microseconds since the
+    /// Unix epoch: item i is due at this time plus its offset, so a caller that chose the
+    /// time (`nnmon scenario run`) measures against the same t0. Without it the schedule
+    /// starts when features first reaches the broker; a time already past makes the
+    /// overdue items go at once (logged as late). At most an hour ahead.
+    #[arg(
+        long,
+        env = "NNMON_START_AT",
+        value_name = "EPOCH_US",
+        allow_negative_numbers = true,
+        value_parser = parse_start_at,
+        requires = "open_loop"
+    )]
+    pub start_at: Option<u64>,
     /// Append the ID of every item the broker confirmed to this file (an audit trail to
     /// check the metric log against).
     #[arg(long, env = "NNMON_CONFIRMED_IDS")]
@@ -320,6 +351,19 @@ pub struct ModelArgs {
     /// A coefficients JSON written by `nnmon train`; the built-in OLS model when absent.
     #[arg(long, env = "NNMON_COEFFICIENTS")]
     pub coefficients: Option<PathBuf>,
+    /// A second coefficients JSON that predicts every item numbered `--swap-at-item` or
+    /// higher: a model swap at an exact item, without a restart.
+    #[arg(long, env = "NNMON_SWAP_MODEL", requires = "swap_at_item")]
+    pub swap_model: Option<PathBuf>,
+    /// The first item (0-based, the `item` number features puts in each message) that
+    /// `--swap-model` predicts. Messages without a number keep the first model.
+    #[arg(
+        long,
+        env = "NNMON_SWAP_AT_ITEM",
+        requires = "swap_model",
+        allow_negative_numbers = true
+    )]
+    pub swap_at_item: Option<u64>,
     /// Recent feature vectors each input-drift test compares with the training data.
     #[arg(long, env = "NNMON_DRIFT_WINDOW", default_value_t = 500, allow_negative_numbers = true, value_parser = parse_positive)]
     pub drift_window: usize,
@@ -485,6 +529,28 @@ fn parse_rate(text: &str) -> Result<f64, String> {
     }
 }
 
+/// The furthest ahead `--start-at` may be: later is a mistake (a time in milliseconds,
+/// or seconds), and would leave features silent.
+const START_AT_AHEAD: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Parses `--start-at`: epoch microseconds, at most [`START_AT_AHEAD`] from now.
+fn parse_start_at(text: &str) -> Result<u64, String> {
+    let at = text
+        .trim()
+        .parse::<u64>()
+        .map_err(|_| format!("`{text}` is not a time in microseconds since the Unix epoch"))?;
+    let latest = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |now| (now + START_AT_AHEAD).as_micros());
+    if u128::from(at) > latest {
+        return Err(format!(
+            "`{text}` is more than {} s from now: microseconds since the Unix epoch, at most an hour ahead",
+            START_AT_AHEAD.as_secs()
+        ));
+    }
+    Ok(at)
+}
+
 /// Parses a count that bounds something and so cannot be 0: `1` or more.
 fn parse_positive(text: &str) -> Result<usize, String> {
     match text.trim().parse::<usize>() {
@@ -586,6 +652,78 @@ mod tests {
             unreachable!()
         };
         assert_eq!(args.rate, Some(2.5));
+    }
+
+    #[test]
+    fn a_model_swap_needs_both_its_file_and_its_item() {
+        let both = [
+            "nnmon",
+            "model",
+            "--swap-model",
+            "m.json",
+            "--swap-at-item",
+            "3200",
+        ];
+        let Command::Model(args) = Cli::try_parse_from(both).expect("valid").command else {
+            unreachable!()
+        };
+        assert_eq!(args.swap_at_item, Some(3200));
+        for args in [
+            &["nnmon", "model", "--swap-model", "m.json"][..],
+            &["nnmon", "model", "--swap-at-item", "5"],
+            &[
+                "nnmon",
+                "model",
+                "--swap-model",
+                "m.json",
+                "--swap-at-item",
+                "-1",
+            ],
+        ] {
+            let error = Cli::try_parse_from(args).expect_err("refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn start_at_needs_an_open_loop_and_at_most_an_hour_ahead() {
+        let now_us = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_micros();
+        let soon = (now_us + 1_000_000).to_string();
+        let parsed = Cli::try_parse_from(["nnmon", "features", "--rate", "5", "--start-at", &soon]);
+        let Command::Features(args) = parsed.expect("valid").command else {
+            unreachable!()
+        };
+        assert_eq!(args.start_at.map(u128::from), Some(now_us + 1_000_000));
+        let scenario = [
+            "nnmon",
+            "features",
+            "--scenario",
+            "s.toml",
+            "--start-at",
+            "0",
+        ];
+        assert!(Cli::try_parse_from(scenario).is_ok());
+        let too_late = (now_us + 2 * 3600 * 1_000_000).to_string();
+        for args in [
+            &["nnmon", "features", "--rate", "5", "--start-at", "-5"][..],
+            &["nnmon", "features", "--rate", "5", "--start-at", &too_late],
+            &[
+                "nnmon",
+                "features",
+                "--rate",
+                "5",
+                "--start-at",
+                "18446744073709551615",
+            ],
+            // Closed loop (--delay) has no schedule to start.
+            &["nnmon", "features", "--start-at", &soon],
+        ] {
+            let error = Cli::try_parse_from(args).expect_err("refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
     }
 
     #[test]

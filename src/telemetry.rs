@@ -2,6 +2,10 @@
 //! `--metrics-addr` is given), one human progress line every `--status-interval`, and
 //! status files written atomically for `plot`'s page.
 
+mod status_file;
+
+pub use status_file::StatusFile;
+
 use crate::cli::ObserveArgs;
 use anyhow::{Context, Result};
 use nnmon_observe::{Health, Metrics, Service};

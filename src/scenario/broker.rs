@@ -1,29 +1,28 @@
 //! The runner's own few words with the broker, outside the pipeline: publishing poison
-//! messages (the `poison` fault), counting dead letters, deleting the run's queues, and
+//! messages (the `poison` fault), counting dead letters, deleting the run's queues — over
+//! nnmon-broker's connection (the URL list, TLS, refusals as the services get them) — and
 //! running `rabbitmqctl` (the `broker-restart` fault).
 
-use anyhow::{Context, Result, bail};
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions,
-};
-use lapin::types::FieldTable;
-use lapin::{BasicProperties, Connection, ConnectionProperties};
+use anyhow::{Context, Result, anyhow, bail};
+use nnmon_broker::{BasicProperties, Broker, BrokerUrls, RetryPolicy};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 
-/// The first URL of a comma-separated list.
-fn first(url: &str) -> &str {
-    url.split(',').next().unwrap_or(url).trim()
-}
+/// How long the runner tries to reach the broker before giving up (it was up when the
+/// run started; a restart fault is over by the time these are called).
+const REACH_TIMEOUT: Duration = Duration::from_secs(60);
 
-async fn connect(url: &str) -> Result<Connection> {
-    Connection::connect(
-        first(url),
-        ConnectionProperties::default().with_connection_name("nnmon-scenario".into()),
-    )
-    .await
-    .context("connecting to the broker")
+/// A connection to the first node of `urls` that answers, TLS as the URLs say.
+async fn connect(urls: &BrokerUrls) -> Result<Broker> {
+    let never = CancellationToken::new();
+    let connecting = Broker::connect(urls, 0, "nnmon-scenario", RetryPolicy::default(), &never);
+    tokio::time::timeout(REACH_TIMEOUT, connecting)
+        .await
+        .with_context(|| format!("the broker did not answer within {REACH_TIMEOUT:?}"))?
+        .context("connecting to the broker")?
+        .context("connecting to the broker was cancelled")
 }
 
 /// Bodies no service can process, each with a different flaw.
@@ -36,82 +35,111 @@ fn poison_body(index: u64) -> Vec<u8> {
     }
 }
 
+/// Poison messages in flight at once, awaiting the broker's confirms.
+const POISON_WINDOW: usize = 500;
+
 /// Publishes `count` poison messages, alternately to `features` and `y_true`, and waits
 /// for the broker to confirm them all.
-pub async fn publish_poison(url: &str, queues: [&str; 2], count: u64) -> Result<()> {
-    let connection = connect(url).await?;
-    let channel = connection.create_channel().await?;
-    channel
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+pub async fn publish_poison(urls: &BrokerUrls, queues: [&str; 2], count: u64) -> Result<()> {
+    let broker = connect(urls).await?;
+    let mut publisher = broker.publisher::<()>(POISON_WINDOW).await?;
     for index in 0..count {
+        if publisher.is_full() {
+            publisher.confirmed().await?;
+        }
         let queue = queues[(index % 2) as usize];
-        // Confirms are collected all at once by `wait_for_confirms`.
-        drop(
-            channel
-                .basic_publish(
-                    "".into(),
-                    queue.into(),
-                    BasicPublishOptions::default(),
-                    &poison_body(index),
-                    BasicProperties::default().with_delivery_mode(2),
-                )
-                .await?,
-        );
+        let properties = BasicProperties::default().with_delivery_mode(2);
+        publisher
+            .publish(queue, &poison_body(index), properties, ())
+            .await?;
     }
-    // Not mandatory: nothing comes back unrouted.
-    channel.wait_for_confirms().await?;
-    let _ = connection.close(200, "poison sent".into()).await;
+    publisher.drain().await?;
+    publisher.close().await?;
+    broker.close().await;
     Ok(())
 }
 
-/// Messages ready in `queue` (nobody consumes the dead-letter queue).
-pub async fn depth(url: &str, queue: &str) -> Result<u32> {
-    let connection = connect(url).await?;
-    let channel = connection.create_channel().await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..QueueDeclareOptions::default()
+/// At a run's end, on one connection (a dead broker costs one wait, not two): the
+/// messages ready in `dead_letter` (nobody consumes it), then the run's queues deleted (a
+/// queue already gone is fine).
+pub async fn count_and_delete(
+    urls: &BrokerUrls,
+    dead_letter: &str,
+    queues: &[&str],
+) -> (Result<u32>, Result<()>) {
+    let broker = match connect(urls).await {
+        Ok(broker) => broker,
+        Err(error) => {
+            let error = format!("{error:#}");
+            return (Err(anyhow!("{error}")), Err(anyhow!("{error}")));
+        }
     };
-    let depth = channel
-        .queue_declare(queue.into(), passive, FieldTable::default())
+    let depth = broker
+        .queue_depth(dead_letter)
         .await
-        .with_context(|| format!("asking for the depth of {queue}"))?
-        .message_count();
-    let _ = connection.close(200, "done".into()).await;
-    Ok(depth)
+        .with_context(|| format!("asking for the depth of {dead_letter}"));
+    let mut failed = Vec::new();
+    for queue in queues {
+        if let Err(error) = broker.delete_queue(queue).await {
+            failed.push(format!("{queue}: {error:#}"));
+        }
+    }
+    broker.close().await;
+    let deleted = if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow!("deleting {}", failed.join("; ")))
+    };
+    (depth, deleted)
 }
 
-/// Deletes the run's queues (best effort: a queue already gone is fine).
-pub async fn delete_queues(url: &str, queues: &[&str]) -> Result<()> {
-    let connection = connect(url).await?;
-    for queue in queues {
-        let channel = connection.create_channel().await?;
-        let _ = channel
-            .queue_delete((*queue).into(), QueueDeleteOptions::default())
-            .await;
-    }
-    let _ = connection.close(200, "done".into()).await;
-    Ok(())
-}
+/// How long one `rabbitmqctl` call may take (`await_startup` included) before it is
+/// killed: a hung CLI must not hang the run.
+const RABBITMQCTL_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Runs `rabbitmqctl <args>` as `command` says (`rabbitmqctl`, or e.g. `docker exec NAME
 /// rabbitmqctl`); an error says what it printed. Blocking: it runs on the thread of a
 /// [`BrokerRestart`], which must outlive the async runtime.
 pub fn rabbitmqctl(command: &[String], args: &[&str]) -> Result<()> {
     let (program, rest) = command.split_first().context("no rabbitmqctl command")?;
-    let output = std::process::Command::new(program)
+    let mut child = std::process::Command::new(program)
         .args(rest)
         .args(args)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .with_context(|| format!("running {program}"))?;
-    if !output.status.success() {
+    // stderr is read on a thread of its own, so a chatty CLI cannot block on a full pipe
+    // while this one waits for it to exit.
+    let mut stderr = child.stderr.take().context("rabbitmqctl's stderr")?;
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+        text
+    });
+    let deadline = std::time::Instant::now() + RABBITMQCTL_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!(
+                "`{} {}` did not finish within {RABBITMQCTL_TIMEOUT:?}",
+                command.join(" "),
+                args.join(" ")
+            );
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
+    let stderr = reader.join().unwrap_or_default();
+    if !status.success() {
         bail!(
-            "`{} {}` failed ({}): {}",
+            "`{} {}` failed ({status}): {}",
             command.join(" "),
             args.join(" "),
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
+            stderr.trim()
         );
     }
     Ok(())

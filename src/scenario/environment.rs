@@ -1,21 +1,23 @@
 //! `env.json`: what a reader needs to trust or rerun a result — the code's revision, the
-//! toolchain, the broker, the machine, and the scenario file's hash.
+//! toolchain, the broker, the machine, and the hashes of the scenario file and of the
+//! model files it names.
 
+use anyhow::{Context, Result};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::path::Path;
-use std::process::Command;
 
 #[derive(Debug, Serialize)]
 pub struct Environment {
-    /// `git rev-parse HEAD` of the checkout the scenario file is in, if it is in one.
+    /// `git rev-parse HEAD` of the tree this binary was built from (recorded by build.rs;
+    /// `None` for a build outside a git checkout).
     pub git_revision: Option<String>,
-    /// Whether that checkout had uncommitted changes (`git status --porcelain`).
+    /// Whether that tree's code had uncommitted changes when it was built.
     pub git_dirty: Option<bool>,
     pub nnmon_version: &'static str,
-    /// `rustc -V` on this machine, if it is installed.
+    /// `rustc -V` of the compiler that built this binary.
     pub rustc: Option<String>,
-    /// The broker's version as `rabbitmqctl version` says, if it can be asked.
+    /// The broker's version from its AMQP greeting (server properties), if it answered.
     pub broker_version: Option<String>,
     /// `PRETTY_NAME` of /etc/os-release and the kernel release.
     pub os: String,
@@ -23,26 +25,36 @@ pub struct Environment {
     pub cpu_cores: usize,
     pub scenario_file: String,
     pub scenario_sha256: String,
+    /// The model files the scenario swaps to, each copied into the run's folder.
+    pub models: Vec<ModelFile>,
     /// When the run started (UTC).
     pub started_utc: String,
 }
 
-/// The first line a command prints, if it ran and succeeded.
-fn first_line(program: &str, args: &[&str], dir: Option<&Path>) -> Option<String> {
-    let mut command = Command::new(program);
-    command.args(args);
-    if let Some(dir) = dir {
-        command.current_dir(dir);
-    }
-    let output = command.output().ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(str::to_owned)
+/// A model file a scenario names, as it was when the run started.
+#[derive(Debug, Serialize)]
+pub struct ModelFile {
+    /// As the scenario file names it.
+    pub path: String,
+    pub sha256: String,
+    /// Its copy, relative to the run's folder.
+    pub copy: String,
+}
+
+/// Hashes `path` and copies it into `out/models/`, so the run can be redone with exactly
+/// the coefficients it used. `named` is the path as the scenario file gives it.
+pub fn keep_model(path: &Path, named: &Path, out: &Path) -> Result<ModelFile> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    let folder = out.join("models");
+    std::fs::create_dir_all(&folder).with_context(|| format!("creating {}", folder.display()))?;
+    let name = path.file_name().context("a model file has a name")?;
+    let copy = folder.join(name);
+    std::fs::write(&copy, &bytes).with_context(|| format!("writing {}", copy.display()))?;
+    Ok(ModelFile {
+        path: named.display().to_string(),
+        sha256: sha256(&bytes),
+        copy: Path::new("models").join(name).display().to_string(),
+    })
 }
 
 fn os() -> String {
@@ -72,44 +84,27 @@ pub fn sha256(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// Describes this machine and checkout for a run of the scenario at `scenario_file`
-/// (whose bytes are `scenario_bytes`); `rabbitmqctl` is the command that reaches the
-/// broker.
+/// Describes this binary and machine for a run of the scenario at `scenario_file` (whose
+/// bytes are `scenario_bytes`) against a broker of `broker_version`, with `models`.
 pub fn describe(
     scenario_file: &Path,
     scenario_bytes: &[u8],
-    rabbitmqctl: &[String],
+    broker_version: Option<String>,
+    models: Vec<ModelFile>,
     started_utc: String,
 ) -> Environment {
-    let dir = scenario_file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let git_revision = first_line("git", &["rev-parse", "HEAD"], Some(dir));
-    let git_dirty = git_revision.as_ref().and_then(|_| {
-        let output = Command::new("git")
-            .args(["status", "--porcelain"])
-            .current_dir(dir)
-            .output()
-            .ok()?;
-        output.status.success().then_some(!output.stdout.is_empty())
-    });
-    let broker_version = rabbitmqctl.split_first().and_then(|(program, rest)| {
-        let mut args: Vec<&str> = rest.iter().map(String::as_str).collect();
-        args.push("version");
-        first_line(program, &args, None)
-    });
     Environment {
-        git_revision,
-        git_dirty,
+        git_revision: option_env!("NNMON_BUILD_GIT_REVISION").map(str::to_owned),
+        git_dirty: option_env!("NNMON_BUILD_GIT_DIRTY").map(|dirty| dirty == "true"),
         nnmon_version: env!("CARGO_PKG_VERSION"),
-        rustc: first_line("rustc", &["-V"], None),
+        rustc: option_env!("NNMON_BUILD_RUSTC").map(str::to_owned),
         broker_version,
         os: os(),
         cpu_model: cpu_model(),
         cpu_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         scenario_file: scenario_file.display().to_string(),
         scenario_sha256: sha256(scenario_bytes),
+        models,
         started_utc,
     }
 }

@@ -10,18 +10,24 @@
 //!   deleting the run's queues — and `rabbitmqctl`.
 //! - [`probe`]: what the runner watches while the scenario runs (the metric log, the
 //!   confirmed IDs, metric's status file, the services' alarm lines), second by second.
+//! - [`load`]: the machine's load from `/proc` (the services' CPU and runqueue wait, the
+//!   load average).
 //! - [`environment`]: what `env.json` says about the machine and the checkout.
 //! - [`report`]: the files of a run's folder.
 //!
-//! A run: parse the file → start `model` and `metric` (through the proxy if a partition
-//! is planned) → start `features --scenario FILE` (it keeps the schedule and applies the
-//! drift injections) → carry out faults and model swaps at their times while polling →
-//! once features has exited, wait for every confirmed item's row → stop the services →
-//! judge ([`nnmon_scenario::check_hypothesis`]) → write the folder → exit non-zero if the
+//! A run: parse the file → start `model` (with `--swap-model`/`--swap-at-item` if the
+//! file swaps the model: the swap lands on that item exactly) and `metric` (through the
+//! proxy if a partition is planned) → choose the load's start t0 and start
+//! `features --scenario FILE --start-at t0` (it keeps the schedule and applies the drift
+//! injections; the runner times faults and measures against the same t0) → carry out
+//! faults at their times while polling → once features has exited, wait for every
+//! confirmed item's row → stop the services → judge
+//! ([`nnmon_scenario::check_hypothesis`]) → write the folder → exit non-zero if the
 //! hypothesis failed.
 
 mod broker;
 mod environment;
+mod load;
 mod probe;
 mod proxy;
 mod report;
@@ -30,10 +36,12 @@ mod services;
 use crate::cli::{ScenarioCompareArgs, ScenarioRunArgs};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
+use nnmon_broker::{Broker, BrokerUrls};
 use nnmon_proto::QueueNames;
 use nnmon_scenario::{
-    Change, Drift, FaultAction, FaultRecord, Latency, Observed, Scenario, StepSummary, Summary,
-    check_delivery, check_hypothesis, compare, format_comparison, score_alarms,
+    Change, CpuTime, FaultAction, FaultRecord, Latency, LoadAverage, Observed, Scenario,
+    StepSummary, Summary, check_delivery, check_hypothesis, compare, format_comparison,
+    score_alarms,
 };
 use probe::Probe;
 use services::Services;
@@ -58,16 +66,11 @@ const DRAIN_STALL: Duration = Duration::from_secs(20);
 /// One thing the runner does at a time after the load started.
 #[derive(Clone, Debug)]
 enum Action {
-    Signal {
-        service: &'static str,
-        kill: bool,
-    },
+    Signal { service: &'static str, kill: bool },
     Restart(&'static str),
     BrokerRestart(Duration),
     Hold(bool),
     Poison(u64),
-    /// Swap the model for the coefficients in this file, planned at this item.
-    SwapModel(u64, PathBuf),
 }
 
 /// What an action reports, possibly from a background task.
@@ -79,6 +82,8 @@ enum Report {
         at: f64,
         what: String,
         error: Option<String>,
+        /// It was a broker restart: the broker has started again (or failed to).
+        broker: bool,
     },
 }
 
@@ -116,21 +121,14 @@ fn actions(scenario: &Scenario) -> Vec<(Duration, Action)> {
     actions
 }
 
-/// The scenario's model swaps, in item order. A swap is carried out once `model` says it
-/// has predicted the item (not at the item's scheduled time: a pipeline running behind
-/// would have the new model predict items from before the injection).
-fn swaps(scenario: &Scenario, scenario_dir: &Path) -> Vec<Action> {
-    scenario
-        .drifts
-        .iter()
-        .filter_map(|drift| match &drift.change {
-            Change::Model { coefficients } => Some(Action::SwapModel(
-                drift.item,
-                scenario_dir.join(coefficients),
-            )),
-            _ => None,
-        })
-        .collect()
+/// How long before the load's start features is started: time to reach the broker, so
+/// that the first items are not sent late in a burst.
+const START_LEAD: Duration = Duration::from_secs(1);
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
 }
 
 fn now_ms() -> u64 {
@@ -230,10 +228,37 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
         .split_whitespace()
         .map(str::to_owned)
         .collect();
+    let tls = args.tls.files();
+    let urls: BrokerUrls = args
+        .amqp_url
+        .parse::<BrokerUrls>()
+        .context("AMQP_URL")?
+        .with_tls(tls.clone())
+        .context("AMQP_URL")?;
+    let broker_version = match Broker::server_version(urls.first()).await {
+        Ok(version) => Some(version),
+        Err(error) => {
+            tracing::warn!("asking the broker for its version: {error:#}");
+            None
+        }
+    };
+    // The scenario's model swap (the schema allows one): model runs the copy kept in the
+    // run's folder, the file env.json hashes, even if the original changes meanwhile.
+    let mut models = Vec::new();
+    let mut swap = None;
+    for drift in &scenario.drifts {
+        if let Change::Model { coefficients } = &drift.change {
+            let kept =
+                environment::keep_model(&scenario_dir.join(coefficients), coefficients, &out)?;
+            swap = Some((drift.item, out.join(&kept.copy)));
+            models.push(kept);
+        }
+    }
     let environment = environment::describe(
         &args.path,
         &bytes,
-        &rabbitmqctl,
+        broker_version,
+        models,
         nnmon_report::format_utc(started_ms),
     );
     info!(scenario = %scenario.name, out = %out.display(), "running a scenario");
@@ -249,6 +274,13 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
         .faults
         .iter()
         .any(|f| matches!(f.action, FaultAction::Partition { .. }));
+    // The proxy listens on 127.0.0.1, a name the broker's certificate does not hold: a
+    // partition over TLS could not connect (a URL list never mixes amqp:// and amqps://).
+    if needs_proxy && urls.first().tls_files().is_some() {
+        bail!(
+            "a partition fault needs a plain amqp:// AMQP_URL: the services would reach the broker through the runner's proxy at 127.0.0.1, which its TLS certificate does not name"
+        );
+    }
     let (service_url, proxy) = if needs_proxy {
         let (upstream, _) =
             proxy::reroute(&args.amqp_url, "").context("AMQP_URL has no host to proxy")?;
@@ -272,6 +304,15 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     if let Some(prefetch) = settings.prefetch {
         env.push(("NNMON_PREFETCH".to_owned(), prefetch.to_string()));
     }
+    for (key, file) in [
+        ("NNMON_TLS_CA_FILE", &tls.ca_file),
+        ("NNMON_TLS_CERT_FILE", &tls.cert_file),
+        ("NNMON_TLS_KEY_FILE", &tls.key_file),
+    ] {
+        if let Some(file) = file {
+            env.push((key.to_owned(), file.display().to_string()));
+        }
+    }
     let exe = std::env::current_exe().context("finding the nnmon binary")?;
     let mut services = Services::new(exe, env, &log_dir);
     let confirmed_path = log_dir.join("confirmed_ids.txt");
@@ -282,6 +323,14 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     if let Some(window) = settings.drift_window {
         model_args.extend(["--drift-window".to_owned(), window.to_string()]);
     }
+    if let Some((item, path)) = &swap {
+        model_args.extend([
+            "--swap-model".to_owned(),
+            path.display().to_string(),
+            "--swap-at-item".to_owned(),
+            item.to_string(),
+        ]);
+    }
     let mut metric_args = vec!["metric".to_owned()];
     if let Some(ttl) = settings.join_ttl {
         metric_args.extend(["--join-ttl".to_owned(), ttl.to_string()]);
@@ -289,9 +338,10 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     if let Some(window) = settings.window {
         metric_args.extend(["--window".to_owned(), window.to_string()]);
     }
-    let model_log = services.start("model", model_args.clone())?;
+    let load_at_start = load::load1();
+    let model_log = services.start("model", model_args)?;
     let metric_log = services.start("metric", metric_args)?;
-    probe.watch_model(model_log.clone(), 0);
+    probe.watch_model(model_log.clone());
     probe.watch_metric(metric_log.clone());
     let started = Instant::now();
     let mut restarts = Vec::new();
@@ -301,6 +351,9 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
             &[("model", model_log), ("metric", metric_log)],
         )
         .await?;
+        // One t0 for features' schedule and the runner's clock.
+        let start_us = now_us() + START_LEAD.as_micros() as u64;
+        let load_start = Instant::now() + START_LEAD;
         services.start(
             "features",
             vec![
@@ -309,18 +362,19 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
                 scenario_path.display().to_string(),
                 "--confirmed-ids".to_owned(),
                 confirmed_path.display().to_string(),
+                "--start-at".to_owned(),
+                start_us.to_string(),
             ],
         )?;
         drive(
             &scenario,
-            &scenario_dir,
-            &args,
+            load_start,
+            &urls,
             &rabbitmqctl,
             &queues,
             &mut services,
             &mut probe,
             proxy.as_ref(),
-            model_args,
             &mut restarts,
             &cancel,
         )
@@ -332,12 +386,17 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     drop(restarts);
     let stop_failures = services.stop_all(STOP_TIMEOUT).await;
     let duration_s = started.elapsed().as_secs_f64();
+    let machine = Machine {
+        cpu: Some(services.cpu()).filter(|cpu| !cpu.is_empty()),
+        load_average: load_at_start
+            .zip(load::load1())
+            .map(|(start, end)| LoadAverage { start, end }),
+    };
     run_cancel.cancel();
-    let dead_lettered = broker::depth(&args.amqp_url, &queues.dead_letter)
-        .await
-        .map(u64::from);
     // On every way out, a failed start included.
-    let deleted = broker::delete_queues(&args.amqp_url, &queues.all()).await;
+    let (dead_lettered, deleted) =
+        broker::count_and_delete(&urls, &queues.dead_letter, &queues.all()).await;
+    let dead_lettered = dead_lettered.map(u64::from);
     let mut driven = match outcome {
         Ok(driven) => driven,
         Err(error) => {
@@ -349,6 +408,33 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     };
     driven.failures.extend(stop_failures);
     probe.poll(driven.load_seconds);
+    // features reached the broker after t0 (a loaded machine, a slow build): its first
+    // items went at once, their latency counting the lateness. Recorded, not a failure.
+    if let Some(late_ms) = probe::features_late_ms(&log_dir.join("features-1.stderr")) {
+        tracing::warn!(
+            "features' schedule started {late_ms} ms after t0: the first items' latency includes it"
+        );
+        probe.event(0.0, format!("features started {late_ms} ms late"));
+    }
+    // features applies an injection to the item due then (one t0 for both clocks), and
+    // model swaps at that item: each is marked in the second that item was due. A swap
+    // model never reported is not marked (judge counts it as a failure).
+    for drift in &scenario.drifts {
+        let at = scenario.plan.due(drift.item).as_secs_f64();
+        let what = match &drift.change {
+            Change::Model { coefficients } if probe.swapped_at == Some(drift.item) => {
+                let file = coefficients.file_name().unwrap_or(coefficients.as_os_str());
+                format!(
+                    "model swapped to {} at item {}",
+                    file.to_string_lossy(),
+                    drift.item
+                )
+            }
+            Change::Model { .. } => continue,
+            change => format!("{} from item {}", change.describe(), drift.item),
+        };
+        probe.event(at, what);
+    }
     if let Err(error) = deleted {
         driven
             .failures
@@ -370,6 +456,7 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
         dead_lettered,
         driven,
         duration_s,
+        machine,
     );
     let timeline = probe.timeline(|second| {
         let plan = &scenario.plan;
@@ -378,6 +465,17 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
     });
     report::write_all(&out, &scenario, &summary, &timeline, &environment)?;
     print_summary(&summary, &out);
+    if let Some(cpu) = &summary.cpu {
+        let total = CpuTime::total(cpu.values());
+        if total.contended() {
+            tracing::warn!(
+                "the services waited {:.1} s for a CPU and ran {:.1} s: latency figures are dominated by the machine's load ({}), not by nnmon",
+                total.wait_s,
+                total.cpu_s,
+                load_text(summary.load_average)
+            );
+        }
+    }
     if !summary.hypothesis_held {
         bail!(
             "scenario {}: the hypothesis failed: {}",
@@ -389,17 +487,22 @@ pub async fn run(args: ScenarioRunArgs, cancel: CancellationToken) -> Result<()>
 }
 
 fn print_summary(summary: &Summary, out: &Path) {
-    let latency = &summary.latency_ms;
+    let latency = summary.latency_ms.map_or_else(
+        || "no latency measured".to_owned(),
+        |l| {
+            format!(
+                "latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+                l.p50, l.p99, l.max
+            )
+        },
+    );
     println!(
-        "{}: {} items confirmed, {} rows, exactly once: {}, {:.0} items/s, latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {} orphans, {} dead-lettered, {} alarms ({} false)",
+        "{}: {} items confirmed, {} rows, exactly once: {}, {:.0} items/s, {latency}, {} orphans, {} dead-lettered, {} alarms ({} false)",
         summary.scenario,
         summary.items_confirmed,
         summary.rows,
         summary.exactly_once,
         summary.throughput_items_per_s,
-        latency.p50,
-        latency.p99,
-        latency.max,
         summary.orphans,
         summary.dead_lettered,
         summary.alarms.len(),
@@ -426,6 +529,16 @@ fn print_summary(summary: &Summary, out: &Path) {
             );
         }
     }
+    if let Some(cpu) = &summary.cpu {
+        let total = CpuTime::total(cpu.values());
+        println!(
+            "  services: {:.1} s on a CPU, {:.1} s waiting for one (wait/cpu {}); {}",
+            total.cpu_s,
+            total.wait_s,
+            report::wait_per_cpu(total),
+            load_text(summary.load_average)
+        );
+    }
     let verdict = if summary.hypothesis_held {
         "held".to_owned()
     } else {
@@ -434,13 +547,25 @@ fn print_summary(summary: &Summary, out: &Path) {
     println!("hypothesis {verdict}; results in {}", out.display());
 }
 
+/// The load average from start to end, for people.
+fn load_text(load: Option<LoadAverage>) -> String {
+    load.map_or_else(
+        || "load average unknown".to_owned(),
+        |l| format!("load average {:.2} → {:.2}", l.start, l.end),
+    )
+}
+
+/// The machine's load during the run, for the summary.
+struct Machine {
+    cpu: Option<std::collections::BTreeMap<String, CpuTime>>,
+    load_average: Option<LoadAverage>,
+}
+
 /// What [`drive`] did.
 struct Driven {
     /// Problems met (each fails the hypothesis).
     failures: Vec<String>,
     faults: Vec<FaultRecord>,
-    /// For each model swap, planned item → the item it took effect at.
-    swapped_at: HashMap<u64, u64>,
     /// Seconds after the load started when it ended.
     load_seconds: f64,
 }
@@ -449,18 +574,16 @@ struct Driven {
 #[allow(clippy::too_many_arguments)]
 async fn drive(
     scenario: &Scenario,
-    scenario_dir: &Path,
-    args: &ScenarioRunArgs,
+    load_start: Instant,
+    urls: &BrokerUrls,
     rabbitmqctl: &[String],
     queues: &QueueNames,
     services: &mut Services,
     probe: &mut Probe,
     proxy: Option<&proxy::Proxy>,
-    model_args: Vec<String>,
     restarts: &mut Vec<broker::BrokerRestart>,
     cancel: &CancellationToken,
 ) -> Result<Driven> {
-    let load_start = Instant::now();
     let plan_seconds = scenario.plan.duration().as_secs_f64();
     let bar = ProgressBar::new(plan_seconds.ceil() as u64);
     bar.set_style(
@@ -469,11 +592,11 @@ async fn drive(
             .progress_chars("=> "),
     );
     let mut pending = actions(scenario);
-    let mut swaps = swaps(scenario, scenario_dir);
-    // The item each swap took effect at: the first the new model predicted.
-    let mut swapped_at = HashMap::new();
     let (report_tx, mut reports) = mpsc::unbounded_channel::<Report>();
     let mut background = 0usize;
+    // A broker restart lasts longer than its `down` (start_app and the boot wait after
+    // it), which the schema's overlap check cannot know: the next fault waits for it.
+    let mut broker_restarting = false;
     let mut failures = Vec::new();
     let mut faults = Vec::new();
     let mut ticker = tokio::time::interval(POLL);
@@ -483,25 +606,15 @@ async fn drive(
     let mut rows_seen = 0;
     let mut logged_second = u64::MAX;
     loop {
-        let at = load_start.elapsed().as_secs_f64();
         let next = pending.first().map(|(due, _)| load_start + *due);
+        // The time when a branch below wakes up, not when the wait began (a poll's
+        // findings and an action's mark belong to the second they happen in).
+        let now = || load_start.elapsed().as_secs_f64();
         tokio::select! {
             _ = ticker.tick() => {
+                let at = now();
+                services.sample();
                 probe.poll(at);
-                while let Some(Action::SwapModel(item, _)) = swaps.first()
-                    && probe.predicted >= *item
-                {
-                    let swap = swaps.remove(0);
-                    let context = Setting { args, rabbitmqctl, queues, proxy, model_args: &model_args, load_start };
-                    background += 1;
-                    match act(swap, at, &context, services, probe, &report_tx, restarts).await {
-                        Ok(effective) => swapped_at.extend(effective),
-                        Err(error) => {
-                            failures.push(format!("{error:#}"));
-                            background -= 1;
-                        }
-                    }
-                }
                 let (rows, confirmed) = probe.rates_before(at);
                 let p99 = probe.p99_before(at).map_or_else(|| "-".to_owned(), |p| format!("{p:.1}"));
                 let offered = {
@@ -535,10 +648,6 @@ async fn drive(
                         services.signal("features", true)?;
                     }
                 }
-                if features_done && !swaps.is_empty() {
-                    failures.push(format!("{} model swaps never happened: model did not get that far", swaps.len()));
-                    swaps.clear();
-                }
                 if features_done && pending.is_empty() && background == 0 {
                     let complete = probe.rows.len() >= probe.confirmed.len() && {
                         let ids: HashSet<&str> = probe.rows.iter().map(|(id, _)| id.as_str()).collect();
@@ -554,19 +663,28 @@ async fn drive(
                     }
                 }
             }
-            () = tokio::time::sleep_until(next.unwrap_or(load_start)), if next.is_some() => {
-                let (_, action) = pending.remove(0);
+            () = tokio::time::sleep_until(next.unwrap_or(load_start)), if next.is_some() && !broker_restarting => {
+                let at = now();
+                let (due, action) = pending.remove(0);
+                if at > due.as_secs_f64() + 1.0 {
+                    info!("{action:?} starts at {at:.1} s instead of {:.1} s: the broker restart before it was still on", due.as_secs_f64());
+                }
+                let restarting_broker = matches!(action, Action::BrokerRestart(_));
                 // Every action ends with one `Report::Done`, some from a background task.
                 background += 1;
-                let context = Setting { args, rabbitmqctl, queues, proxy, model_args: &model_args, load_start };
-                if let Err(error) = act(action, at, &context, services, probe, &report_tx, restarts).await {
-                    failures.push(format!("{error:#}"));
-                    background -= 1;
+                let context = Setting { urls, rabbitmqctl, queues, proxy, load_start };
+                match act(action, at, &context, services, probe, &report_tx, restarts).await {
+                    Ok(()) => broker_restarting |= restarting_broker,
+                    Err(error) => {
+                        failures.push(format!("{error:#}"));
+                        background -= 1;
+                    }
                 }
             }
             Some(report) = reports.recv() => match report {
                 Report::Event { at, what } => probe.event(at, what),
-                Report::Done { at, what, error } => {
+                Report::Done { at, what, error, broker } => {
+                    broker_restarting &= !broker;
                     background -= 1;
                     if let Some(error) = &error {
                         failures.push(format!("{what}: {error}"));
@@ -585,24 +703,21 @@ async fn drive(
     Ok(Driven {
         failures,
         faults,
-        swapped_at,
         load_seconds: load_start.elapsed().as_secs_f64(),
     })
 }
 
 /// What actions need besides the services: the run's setting.
 struct Setting<'a> {
-    args: &'a ScenarioRunArgs,
+    urls: &'a BrokerUrls,
     rabbitmqctl: &'a [String],
     queues: &'a QueueNames,
     proxy: Option<&'a proxy::Proxy>,
-    model_args: &'a [String],
     load_start: Instant,
 }
 
 /// Carries out one action at `at` seconds, marking it on the timeline; it ends with one
 /// [`Report::Done`] (sent from a background task for the slow ones) unless it fails here.
-/// A model swap returns its planned item and the item it took effect at.
 async fn act(
     action: Action,
     at: f64,
@@ -611,7 +726,7 @@ async fn act(
     probe: &mut Probe,
     reports: &mpsc::UnboundedSender<Report>,
     restarts: &mut Vec<broker::BrokerRestart>,
-) -> Result<Option<(u64, u64)>> {
+) -> Result<()> {
     let event = |what: &str| {
         let _ = reports.send(Report::Event {
             at,
@@ -619,7 +734,12 @@ async fn act(
         });
     };
     let done = |what: String, error: Option<String>| {
-        let _ = reports.send(Report::Done { at, what, error });
+        let _ = reports.send(Report::Done {
+            at,
+            what,
+            error,
+            broker: false,
+        });
     };
     match action {
         Action::Signal { service, kill } => {
@@ -632,10 +752,12 @@ async fn act(
             if services.is_known(service) {
                 services.reap(service, STOP_TIMEOUT).await?;
             }
-            let before = model_items(services, probe);
+            // The new metric's row counts start after every row logged so far: read
+            // them all first, or its alarms' items would be offset by a stale count.
+            probe.poll(at);
             let stderr = services.restart(service)?;
             match service {
-                "model" => probe.watch_model(stderr, before),
+                "model" => probe.watch_model(stderr),
                 _ => probe.watch_metric(stderr),
             }
             event(&format!("restart {service}"));
@@ -651,22 +773,8 @@ async fn act(
             event(what);
             done(what.to_owned(), None);
         }
-        Action::SwapModel(item, path) => {
-            services.signal("model", false)?;
-            services.reap("model", STOP_TIMEOUT).await?;
-            let effective = model_items(services, probe);
-            let file = path.file_name().unwrap_or_default().to_string_lossy();
-            let what = format!("model swapped to {file} at item {effective}");
-            event(&what);
-            let mut args = context.model_args.to_vec();
-            args.extend(["--coefficients".to_owned(), path.display().to_string()]);
-            services.set_args("model", args);
-            probe.watch_model(services.restart("model")?, effective);
-            done(what, None);
-            return Ok(Some((item, effective)));
-        }
         Action::Poison(count) => {
-            let url = context.args.amqp_url.clone();
+            let urls = context.urls.clone();
             let targets = [
                 context.queues.features.clone(),
                 context.queues.y_true.clone(),
@@ -675,9 +783,14 @@ async fn act(
             event(&what);
             let reports = reports.clone();
             tokio::spawn(async move {
-                let result = broker::publish_poison(&url, [&targets[0], &targets[1]], count).await;
+                let result = broker::publish_poison(&urls, [&targets[0], &targets[1]], count).await;
                 let error = result.err().map(|e| format!("{e:#}"));
-                let _ = reports.send(Report::Done { at, what, error });
+                let _ = reports.send(Report::Done {
+                    at,
+                    what,
+                    error,
+                    broker: false,
+                });
             });
         }
         Action::BrokerRestart(down) => {
@@ -696,20 +809,17 @@ async fn act(
                 },
                 move |result| {
                     let error = result.err().map(|e| format!("{e:#}"));
-                    let _ = done.send(Report::Done { at, what, error });
+                    let _ = done.send(Report::Done {
+                        at,
+                        what,
+                        error,
+                        broker: true,
+                    });
                 },
             )?);
         }
     }
-    Ok(None)
-}
-
-/// Items the model's earlier starts predicted, from the last count each one logged (the
-/// last start's final line once it has stopped).
-fn model_items(services: &Services, probe: &Probe) -> u64 {
-    services
-        .stderr("model")
-        .map_or(0, |stderr| probe.model_items(stderr))
+    Ok(())
 }
 
 /// Judges the run from what the probe saw.
@@ -720,39 +830,46 @@ fn judge(
     dead_lettered: u64,
     driven: Driven,
     duration_s: f64,
+    machine: Machine,
 ) -> Summary {
     let Driven {
         mut failures,
         faults,
-        swapped_at,
         ..
     } = driven;
-    // A model swap counts from the item it took effect at.
-    let drifts: Vec<Drift> = scenario
-        .drifts
-        .iter()
-        .map(|drift| Drift {
-            item: swapped_at.get(&drift.item).copied().unwrap_or(drift.item),
-            change: drift.change.clone(),
-        })
-        .collect();
     let delivery = check_delivery(
         probe.confirmed.iter().map(String::as_str),
         probe.rows.iter().map(|(id, _)| id.as_str()),
     );
     let mut alarms = probe.alarms.clone();
     alarms.sort_by_key(|a| a.item);
-    let score = score_alarms(&drifts, &alarms);
+    let score = score_alarms(&scenario.drifts, &alarms);
+    let latencies: Vec<u64> = probe.rows.iter().filter_map(|(_, l)| *l).collect();
+    let latency = Latency::of_micros(&latencies);
+    let steps = steps(scenario, probe);
+    let swap_item = scenario
+        .drifts
+        .iter()
+        .find(|drift| matches!(drift.change, Change::Model { .. }))
+        .map(|drift| drift.item);
+    if let Some(item) = swap_item
+        && probe.swapped_at != Some(item)
+    {
+        failures.push(format!(
+            "the model swap at item {item} never happened (model predicted no item that far)"
+        ));
+    }
     let mut hypothesis_failures = check_hypothesis(
         &scenario.hypothesis,
         &Observed {
             delivery: &delivery,
             score: &score,
             dead_lettered,
+            latency,
+            step_latency: steps.iter().map(|step| step.latency_ms).collect(),
         },
     );
     hypothesis_failures.append(&mut failures);
-    let latencies: Vec<u64> = probe.rows.iter().filter_map(|(_, l)| *l).collect();
     let orphans = std::fs::read_to_string(log_dir.join("orphans.csv"))
         .map_or(0, |text| text.lines().count().saturating_sub(1) as u64);
     let throughput = if probe.last_row_at > 0.0 {
@@ -768,17 +885,19 @@ fn judge(
         exactly_once: delivery.exactly_once(),
         delivery,
         throughput_items_per_s: throughput,
-        latency_ms: Latency::of_micros(&latencies).unwrap_or_default(),
+        latency_ms: latency,
         orphans,
         dead_lettered,
         alarms: score.alarms,
         false_alarms: score.false_alarms,
         injections: score.injections,
         faults,
-        steps: steps(scenario, probe),
+        steps,
         hypothesis_held: hypothesis_failures.is_empty(),
         hypothesis_failures,
         duration_s,
+        cpu: machine.cpu,
+        load_average: machine.load_average,
     }
 }
 

@@ -1,8 +1,8 @@
 //! What the runner watches while a scenario runs, from the files the services already
 //! write: the metric log (rows, latency, MAE), features' confirmed IDs, metric's status
 //! file (halves waiting), and the services' own log lines for the drift alarms they raise
-//! (the only place that says at which item an alarm was raised). Everything seen is put
-//! into the second of the run it was seen in.
+//! (the only place that says at which item an alarm was raised), and the machine's load
+//! average. Everything seen is put into the second of the run it was seen in.
 
 use nnmon_csvlog::LogTail;
 use nnmon_scenario::{Alarm, AlarmKind, TimelineRow};
@@ -12,9 +12,9 @@ use std::io::{BufRead, BufReader, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// A drift alarm raised as a service's log line says: `model`'s input drift
-/// (`input drift: bmi no longer looks like the training data feature="bmi" item=1234`) or
-/// `metric`'s error drift (`performance drift: the absolute error has risen … row=1234`).
-/// The count is the service's own since it started.
+/// (`input drift: bmi no longer looks like the training data feature="bmi" item=1234`,
+/// the item's own number) or `metric`'s error drift (`performance drift: the absolute
+/// error has risen … row=1234`, metric's count of rows since it started).
 pub fn parse_alarm_line(line: &str) -> Option<(AlarmKind, Option<String>, u64)> {
     let field = |name: &str| {
         line.split_whitespace()
@@ -32,27 +32,40 @@ pub fn parse_alarm_line(line: &str) -> Option<(AlarmKind, Option<String>, u64)> 
     None
 }
 
-/// The count in `model`'s progress line (`… 975 items predicted (55/s); …`, also its
-/// last line, `model stopped: 975 items predicted …`).
-pub fn parse_predicted(line: &str) -> Option<u64> {
-    let (before, _) = line.split_once(" items predicted (")?;
-    before.rsplit(' ').next()?.parse().ok()
+/// `model`'s line when it first predicted with its second model (`model swap: items from
+/// 3200 on are predicted by /x/stale.json swap_at_item=3200 item=3200`): the item the swap
+/// is at. Only that field is read: the file's path may hold spaces, and the runner knows it.
+pub fn parse_swap_line(line: &str) -> Option<u64> {
+    let (_, rest) = line.split_once("model swap: items from ")?;
+    rest.split_whitespace()
+        .find_map(|word| word.strip_prefix("swap_at_item="))?
+        .parse()
+        .ok()
 }
 
-/// The last count `model`'s stderr file `path` gave.
-pub fn last_predicted(path: &Path) -> Option<u64> {
-    let text = std::fs::read_to_string(path).ok()?;
-    text.lines().rev().find_map(parse_predicted)
+/// How late features' schedule started after t0, in ms, from the line it logs then
+/// (`schedule starts at 1764340000000000, 35 ms late`).
+pub fn parse_late_line(line: &str) -> Option<u64> {
+    let (_, rest) = line.split_once(crate::services::features::SCHEDULE_LATE)?;
+    let (_, rest) = rest.split_once(", ")?;
+    rest.split_once(" ms late")?.0.trim().parse().ok()
+}
+
+/// How late features' schedule started (see [`parse_late_line`]), from its stderr file.
+pub fn features_late_ms(stderr: &Path) -> Option<u64> {
+    std::fs::read_to_string(stderr)
+        .ok()?
+        .lines()
+        .find_map(parse_late_line)
 }
 
 /// A service's stderr file, read as it grows.
 struct LogScan {
     path: PathBuf,
     offset: u64,
-    /// Items the pipeline had handled before this start, added to the service's count.
-    items_before: u64,
-    /// Whether it is `model`'s, whose progress lines count predictions.
-    model: bool,
+    /// Rows logged before this start of `metric`, added to its row counts (`model`'s
+    /// alarms carry the items' own numbers: 0).
+    rows_before: u64,
 }
 
 impl LogScan {
@@ -86,6 +99,7 @@ struct Second {
     pending: Option<(u64, u64)>,
     alarms: Vec<String>,
     events: Vec<String>,
+    load1: Option<f64>,
 }
 
 /// Everything the runner has seen.
@@ -103,8 +117,9 @@ pub struct Probe {
     seconds: Vec<Second>,
     /// When the latest new row was seen, in seconds after the load started.
     pub last_row_at: f64,
-    /// Items predicted as `model`'s progress lines last said (all its starts together).
-    pub predicted: u64,
+    /// The item `model` said it swapped models at, once it did (marked on the timeline at
+    /// the end, in the second that item was due).
+    pub swapped_at: Option<u64>,
 }
 
 impl Probe {
@@ -122,8 +137,7 @@ impl Probe {
             confirmed_scan: LogScan {
                 path: confirmed_ids_file.to_owned(),
                 offset: 0,
-                items_before: 0,
-                model: false,
+                rows_before: 0,
             },
             service_logs: Vec::new(),
             stats: ErrorStats::new(window, mean),
@@ -132,29 +146,26 @@ impl Probe {
             alarms: Vec::new(),
             seconds: Vec::new(),
             last_row_at: 0.0,
-            predicted: 0,
+            swapped_at: None,
         }
     }
 
     /// Watches `metric`'s new stderr file for alarms, its counts offset by the rows
-    /// logged before it started.
+    /// logged before it started (poll first, so that they are all counted).
     pub fn watch_metric(&mut self, stderr: PathBuf) {
         self.service_logs.push(LogScan {
             path: stderr,
             offset: 0,
-            items_before: self.rows.len() as u64,
-            model: false,
+            rows_before: self.rows.len() as u64,
         });
     }
 
-    /// Watches `model`'s new stderr file for alarms and progress, its counts offset by
-    /// `items_before`, what the earlier starts predicted.
-    pub fn watch_model(&mut self, stderr: PathBuf, items_before: u64) {
+    /// Watches `model`'s new stderr file for alarms and its model swap.
+    pub fn watch_model(&mut self, stderr: PathBuf) {
         self.service_logs.push(LogScan {
             path: stderr,
             offset: 0,
-            items_before,
-            model: true,
+            rows_before: 0,
         });
     }
 
@@ -169,17 +180,6 @@ impl Probe {
     /// Notes an event (a fault, a model swap) at `at` seconds after the load started.
     pub fn event(&mut self, at: f64, text: String) {
         self.second(at).events.push(text);
-    }
-
-    /// Items `model` had predicted when the start whose stderr is `stderr` last said:
-    /// its count plus what the starts before it predicted.
-    pub fn model_items(&self, stderr: &Path) -> u64 {
-        let before = self
-            .service_logs
-            .iter()
-            .find(|scan| scan.path == stderr)
-            .map_or(0, |scan| scan.items_before);
-        before + last_predicted(stderr).unwrap_or(0)
     }
 
     /// Reads what is new, `at` seconds after the load started.
@@ -199,12 +199,12 @@ impl Probe {
         self.confirmed_scan
             .read_new(|line| confirmed.push(line.trim_end().to_owned()));
         let mut alarms = Vec::new();
-        let mut predicted = self.predicted;
+        let mut swaps = Vec::new();
         for scan in &mut self.service_logs {
-            let (before, model) = (scan.items_before, scan.model);
+            let before = scan.rows_before;
             scan.read_new(|line| {
-                if model && let Some(count) = parse_predicted(line) {
-                    predicted = before + count;
+                if let Some(swap) = parse_swap_line(line) {
+                    swaps.push(swap);
                 }
                 if let Some((kind, feature, count)) = parse_alarm_line(line) {
                     alarms.push(Alarm {
@@ -215,11 +215,16 @@ impl Probe {
                 }
             });
         }
-        self.predicted = predicted;
+        // A restarted model logs its swap again: the first is the one that counts.
+        if self.swapped_at.is_none() {
+            self.swapped_at = swaps.first().copied();
+        }
         let mae = self.stats.window().map(|w| w.mae);
         let pending = read_status(&self.log_dir)
             .map(|status| (status.waiting_truths, status.waiting_predictions));
+        let load1 = super::load::load1();
         let second = self.second(at);
+        second.load1 = load1.or(second.load1);
         second.confirmed += confirmed.len() as u64;
         second.rows += new_rows.len() as u64;
         second
@@ -284,6 +289,7 @@ impl Probe {
                     pending_predictions: pending.map(|p| p.1),
                     alarms: second.alarms.join(";"),
                     events: second.events.join(";"),
+                    load1: second.load1,
                     ..TimelineRow::default()
                 };
                 row.set_latency(&second.latencies_us);
@@ -315,12 +321,12 @@ mod tests {
             parse_alarm_line(error),
             Some((AlarmKind::ErrorDrift, None, 321))
         );
-        let progress = "INFO nnmon::services::model: model stopped: 975 items predicted (55/s); input drift: none; 0 dead-lettered";
-        assert_eq!(parse_predicted(progress), Some(975));
-        assert_eq!(
-            parse_predicted("INFO x: 12 items predicted (3/s); …"),
-            Some(12)
-        );
+        let swap = "2026-11-28T10:00:00.1Z  INFO nnmon::services::model: model swap: items from 3200 on are predicted by /s/models/stale.json swap_at_item=3200 item=3200";
+        assert_eq!(parse_swap_line(swap), Some(3200));
+        assert_eq!(parse_alarm_line(swap), None);
+        let late = "2026-11-28T10:00:00.1Z  WARN nnmon::services::features: schedule starts at 1764340000000000, 35 ms late t0_us=1764340000000000 late_ms=35";
+        assert_eq!(parse_late_line(late), Some(35));
+        assert_eq!(parse_late_line(swap), None);
         let cleared = "INFO nnmon::services::model: input drift cleared: bmi looks like the training data again feature=\"bmi\" item=9000";
         assert_eq!(parse_alarm_line(cleared), None);
     }

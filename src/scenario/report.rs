@@ -4,7 +4,7 @@
 use super::environment::Environment;
 use anyhow::{Context, Result};
 use nnmon_report::timeline::{Mark, Panel, Series, render_timeline};
-use nnmon_scenario::{Scenario, Summary, TimelineRow};
+use nnmon_scenario::{CpuTime, Scenario, Summary, TimelineRow};
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -121,6 +121,50 @@ fn optional(value: Option<impl std::fmt::Display>) -> String {
     value.map_or_else(|| "none".to_owned(), |v| v.to_string())
 }
 
+/// Seconds waiting for a CPU per second on one, for people; `-` without CPU time.
+pub fn wait_per_cpu(time: CpuTime) -> String {
+    time.wait_per_cpu()
+        .map_or_else(|| "-".to_owned(), |r| format!("{r:.2}"))
+}
+
+/// The machine's load section: the load average and each service's CPU and runqueue
+/// wait, with a warning when they waited longer than they ran.
+fn machine_load(text: &mut String, summary: &Summary) {
+    let Some(cpu) = &summary.cpu else {
+        return;
+    };
+    let _ = writeln!(text, "## Machine load\n");
+    if let Some(load) = summary.load_average {
+        let _ = writeln!(
+            text,
+            "1-minute load average {:.2} at the start, {:.2} at the end.\n",
+            load.start, load.end
+        );
+    }
+    let _ = writeln!(
+        text,
+        "| service | on a CPU (s) | waiting for a CPU (s) | wait / cpu |\n|---|---|---|---|"
+    );
+    let total = CpuTime::total(cpu.values());
+    for (service, time) in cpu.iter().chain([(&"all".to_owned(), &total)]) {
+        let _ = writeln!(
+            text,
+            "| {service} | {:.2} | {:.2} | {} |",
+            time.cpu_s,
+            time.wait_s,
+            wait_per_cpu(*time)
+        );
+    }
+    if total.contended() {
+        let _ = writeln!(
+            text,
+            "\n**The services waited for a CPU longer than they ran: the latency figures are \
+             dominated by the machine's load, not by nnmon.**"
+        );
+    }
+    text.push('\n');
+}
+
 /// `report.md`: the verdict, the figures, and the charts.
 fn report(scenario: &Scenario, summary: &Summary, environment: &Environment) -> String {
     let mut text = format!("# Scenario `{}`\n\n", scenario.name);
@@ -140,25 +184,30 @@ fn report(scenario: &Scenario, summary: &Summary, environment: &Environment) -> 
         )
     };
     let _ = writeln!(text, "{verdict}\n");
-    let latency = &summary.latency_ms;
+    let latency = summary.latency_ms.map_or_else(
+        || "none measured".to_owned(),
+        |l| {
+            format!(
+                "{:.1} / {:.1} / {:.1} / {:.1} ms",
+                l.p50, l.p90, l.p99, l.max
+            )
+        },
+    );
     let _ = writeln!(
         text,
         "| | |\n|---|---|\n| items confirmed | {} |\n| rows | {} |\n| exactly once | {} |\n\
-         | throughput | {:.0} items/s |\n| latency p50 / p90 / p99 / max | {:.1} / {:.1} / {:.1} / {:.1} ms |\n\
+         | throughput | {:.0} items/s |\n| latency p50 / p90 / p99 / max | {latency} |\n\
          | orphans | {} |\n| dead-lettered | {} |\n| false alarms | {} |\n| seed | {} |\n",
         summary.items_confirmed,
         summary.rows,
         summary.exactly_once,
         summary.throughput_items_per_s,
-        latency.p50,
-        latency.p90,
-        latency.p99,
-        latency.max,
         summary.orphans,
         summary.dead_lettered,
         summary.false_alarms,
         summary.seed,
     );
+    machine_load(&mut text, summary);
     if summary.steps.len() > 1 {
         let _ = writeln!(
             text,

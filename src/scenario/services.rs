@@ -1,22 +1,17 @@
 //! The pipeline's services as child processes of the runner: the `nnmon` binary itself,
 //! each with its stderr in `<log-dir>/<service>-<n>.stderr` (n counts its starts), and
-//! signalled, restarted and stopped as a fault or the end of the run says.
+//! signalled, restarted and stopped as a fault or the end of the run says. Each start's
+//! CPU and runqueue wait are sampled while it lives (at every [`sample`](Services::sample)
+//! and just before it is signalled) and added to its service's once it is gone.
 
+use super::load::sample_process;
 use anyhow::{Context, Result, bail};
-use std::collections::HashMap;
+use nnmon_scenario::{CpuTime, ServiceTimes};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 use tokio::process::{Child, Command};
-
-/// The runner's own `NNMON_*` variables the services keep: the broker's TLS files. Every
-/// other flag twin a user may have set (`NNMON_DELAY`, `NNMON_SHARDS`, `NNMON_WINDOW`...)
-/// is cleared, so a service runs with the scenario's settings and nothing else.
-const KEPT_ENV: [&str; 3] = [
-    "NNMON_TLS_CA_FILE",
-    "NNMON_TLS_CERT_FILE",
-    "NNMON_TLS_KEY_FILE",
-];
 
 /// One running (or exited) service.
 struct Running {
@@ -34,8 +29,7 @@ pub struct Services {
     args: HashMap<&'static str, Vec<String>>,
     running: HashMap<&'static str, Running>,
     starts: HashMap<&'static str, u32>,
-    /// Each service's stderr file of its latest start (kept once it has exited).
-    latest_stderr: HashMap<&'static str, PathBuf>,
+    times: ServiceTimes,
 }
 
 impl Services {
@@ -48,8 +42,34 @@ impl Services {
             args: HashMap::new(),
             running: HashMap::new(),
             starts: HashMap::new(),
-            latest_stderr: HashMap::new(),
+            times: ServiceTimes::default(),
         }
+    }
+
+    /// Samples `name`'s threads, if it has not been reaped.
+    fn sample_one(&mut self, name: &str) {
+        if let Some(pid) = self.running.get(name).and_then(|r| r.child.id()) {
+            sample_process(pid, self.times.process(name));
+        }
+    }
+
+    /// Samples every running service's threads.
+    pub fn sample(&mut self) {
+        let names: Vec<&'static str> = self.running.keys().copied().collect();
+        for name in names {
+            self.sample_one(name);
+        }
+    }
+
+    /// `name`'s process is gone: forgotten, its time added to the service's.
+    fn forget(&mut self, name: &str) -> Option<Running> {
+        self.times.ended(name);
+        self.running.remove(name)
+    }
+
+    /// Each service's CPU and runqueue wait over all its starts, as sampled so far.
+    pub fn cpu(&self) -> BTreeMap<String, CpuTime> {
+        self.times.by_service()
     }
 
     /// Starts `nnmon <args>` as `name`; a later [`restart`](Self::restart) uses the same
@@ -102,14 +122,16 @@ impl Services {
         for (key, _) in std::env::vars_os() {
             let key = key.to_string_lossy();
             let runners = self.env.iter().any(|(set, _)| *set == key);
-            if key.starts_with("NNMON_") && !KEPT_ENV.contains(&&*key) && !runners {
+            // A flag twin the user may have set (`NNMON_DELAY`, `NNMON_SHARDS`...) is
+            // cleared: a service runs with the scenario's settings and the runner's
+            // (the broker's TLS files among them) and nothing else.
+            if key.starts_with("NNMON_") && !runners {
                 command.env_remove(&*key);
             }
         }
         let child = command
             .spawn()
             .with_context(|| format!("starting {}", self.exe.display()))?;
-        self.latest_stderr.insert(name, stderr_path.clone());
         self.running.insert(
             name,
             Running {
@@ -120,13 +142,10 @@ impl Services {
         Ok(stderr_path)
     }
 
-    /// Replaces `name`'s arguments for its next start.
-    pub fn set_args(&mut self, name: &'static str, args: Vec<String>) {
-        self.args.insert(name, args);
-    }
-
     /// Sends SIGKILL (`kill`) or SIGTERM to `name`; it stays known until it has exited.
     pub fn signal(&mut self, name: &str, kill: bool) -> Result<()> {
+        // Its last sample: what it ran after the signal is not seen.
+        self.sample_one(name);
         let running = self
             .running
             .get_mut(name)
@@ -148,6 +167,7 @@ impl Services {
 
     /// Waits up to `timeout` for `name` to exit and forgets it.
     pub async fn reap(&mut self, name: &str, timeout: Duration) -> Result<ExitStatus> {
+        self.sample_one(name);
         let running = self
             .running
             .get_mut(name)
@@ -155,7 +175,7 @@ impl Services {
         let status = tokio::time::timeout(timeout, running.child.wait())
             .await
             .with_context(|| format!("{name} did not exit within {timeout:?}"))??;
-        self.running.remove(name);
+        self.forget(name);
         Ok(status)
     }
 
@@ -166,14 +186,9 @@ impl Services {
         };
         let status = running.child.try_wait()?;
         if status.is_some() {
-            self.running.remove(name);
+            self.forget(name);
         }
         Ok(status)
-    }
-
-    /// `name`'s stderr file of its latest start.
-    pub fn stderr(&self, name: &str) -> Option<&Path> {
-        self.latest_stderr.get(name).map(PathBuf::as_path)
     }
 
     /// Whether `name` runs (or has exited without being reaped).
@@ -205,7 +220,7 @@ impl Services {
                 Ok(status) => failed.push(format!("{name} exited with {status}")),
                 Err(error) => {
                     failed.push(format!("{error:#}"));
-                    if let Some(mut running) = self.running.remove(name) {
+                    if let Some(mut running) = self.forget(name) {
                         let _ = running.child.kill().await;
                     }
                 }

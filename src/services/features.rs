@@ -28,13 +28,17 @@ use std::path::Path;
 use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::info;
+use tracing::{info, warn};
 use uuid::Uuid;
 
 /// One item: a data set row (drift injections applied) under a fresh ID.
 #[derive(Clone, Copy, Debug)]
 struct Item {
     id: Uuid,
+    /// Its place in the stream (0-based), as the schedule and the injections count; sent
+    /// as the features message's `item` (`model --swap-at-item` swaps models at an exact
+    /// item with it, and alarms name the item that raised them).
+    index: u64,
     sample: Sample,
     published_us: u64,
 }
@@ -43,20 +47,66 @@ struct Item {
 enum Schedule {
     /// Closed loop: each item this long after the previous one was handed over.
     Delay(Duration),
-    /// Open loop: item i at `start + plan.due(i)`, the clock started on first connecting.
+    /// Open loop: item i due at `t0 + plan.due(i)`, t0 being `start_at` (epoch µs) if
+    /// given, else when features first reaches the broker.
     Plan {
         plan: Plan,
-        start: Option<(Instant, u64)>,
+        start_at: Option<u64>,
+        clock: Option<PlanClock>,
     },
 }
 
+/// An open-loop schedule's clock, set once: t0 in epoch µs, and one reading of both
+/// clocks to turn an epoch time into a monotonic instant. Every due time is computed in
+/// epoch µs first, so the time an item is sent at and the time it carries always agree,
+/// however far t0 lies in the past (overdue items go at once, stamped with their due time).
+#[derive(Clone, Copy, Debug)]
+struct PlanClock {
+    t0_us: u64,
+    now: Instant,
+    now_us: u64,
+}
+
+impl PlanClock {
+    /// When an item `offset` after t0 is due, and that time in epoch µs. The sums saturate
+    /// (a plan never ends before u64::MAX µs, and `start_at` is at most an hour ahead).
+    fn due(&self, offset: Duration) -> (Instant, u64) {
+        let offset_us = u64::try_from(offset.as_micros()).unwrap_or(u64::MAX);
+        let due_us = self.t0_us.saturating_add(offset_us);
+        let wait = Duration::from_micros(due_us.saturating_sub(self.now_us));
+        // Only unreachable instants (hundreds of thousands of years away) fail to add:
+        // those items are never due, so a year away is as good.
+        let instant = self
+            .now
+            .checked_add(wait)
+            .unwrap_or_else(|| self.now + NEVER);
+        (instant, due_us)
+    }
+}
+
+/// Stands for "never" where an instant is needed.
+const NEVER: Duration = Duration::from_secs(365 * 24 * 3600);
+
 impl Schedule {
-    /// Starts the plan's clock, once.
+    /// Starts the plan's clock, once. A `start_at` already past is logged: the items due
+    /// since then go at once and their latency includes the lateness.
     fn start(&mut self) {
-        if let Schedule::Plan { start, .. } = self
-            && start.is_none()
+        if let Schedule::Plan {
+            clock, start_at, ..
+        } = self
+            && clock.is_none()
         {
-            *start = Some((Instant::now(), now_us()));
+            let (now, now_us) = (Instant::now(), now_us());
+            let t0_us = start_at.unwrap_or(now_us);
+            if t0_us < now_us {
+                warn!(
+                    t0_us,
+                    late_ms = (now_us - t0_us) / 1000,
+                    "{SCHEDULE_LATE} {t0_us}, {} ms late",
+                    (now_us - t0_us) / 1000
+                );
+            }
+            *clock = Some(PlanClock { t0_us, now, now_us });
         }
     }
 
@@ -64,14 +114,17 @@ impl Schedule {
     fn due(&self, index: u64) -> Option<(Instant, u64)> {
         match self {
             Schedule::Delay(_) => None,
-            Schedule::Plan { plan, start } => {
-                let (instant, epoch_us) = start.expect("started on connecting");
-                let offset = plan.due(index);
-                Some((instant + offset, epoch_us + offset.as_micros() as u64))
+            Schedule::Plan { plan, clock, .. } => {
+                let clock = clock.expect("started on connecting");
+                Some(clock.due(plan.due(index)))
             }
         }
     }
 }
+
+/// The start of the line features logs when its schedule starts after t0 (`nnmon scenario
+/// run` looks for it in features' output).
+pub const SCHEDULE_LATE: &str = "schedule starts at";
 
 /// Which of an item's two messages a confirm is for.
 #[derive(Clone, Copy, Debug)]
@@ -114,6 +167,7 @@ impl Progress {
         let published_us = self.schedule.due(index).map_or_else(now_us, |(_, us)| us);
         Item {
             id: Uuid::now_v7(),
+            index,
             sample,
             published_us,
         }
@@ -157,13 +211,19 @@ pub async fn run(args: FeaturesArgs, cancel: CancellationToken) -> Result<()> {
             let injector = Injector::new(&scenario.drifts, DataStats::of(diabetes()));
             let schedule = Schedule::Plan {
                 plan: scenario.plan,
-                start: None,
+                start_at: args.start_at,
+                clock: None,
             };
             (schedule, Some(scenario.seed), Some(injector))
         }
         (None, Some(rate)) => {
             let plan = Plan::constant(rate, count);
-            (Schedule::Plan { plan, start: None }, args.seed, None)
+            let schedule = Schedule::Plan {
+                plan,
+                start_at: args.start_at,
+                clock: None,
+            };
+            (schedule, args.seed, None)
         }
         (None, None) => (Schedule::Delay(args.delay), args.seed, None),
     };
@@ -278,6 +338,7 @@ async fn publish_item(
         id: id.clone(),
         features: sample.features,
         published_us: Some(item.published_us),
+        item: Some(item.index),
     }
     .encode()?;
     let truth = ValueMessage {
@@ -367,5 +428,47 @@ async fn stream(
             _ = ticks.tick() => {}
             () = cancel.cancelled(), if !cancel.is_cancelled() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_t0_far_in_the_past_sends_overdue_items_at_once_stamped_with_their_due_time() {
+        let now = Instant::now();
+        let clock = PlanClock {
+            t0_us: 0,
+            now,
+            now_us: 1_800_000_000_000_000,
+        };
+        assert_eq!(clock.due(Duration::from_secs(2)), (now, 2_000_000));
+    }
+
+    #[test]
+    fn a_t0_ahead_waits_for_it_and_stamps_it() {
+        let now = Instant::now();
+        let clock = PlanClock {
+            t0_us: 1_000_500_000,
+            now,
+            now_us: 1_000_000_000,
+        };
+        let (instant, stamp) = clock.due(Duration::from_millis(250));
+        assert_eq!(instant - now, Duration::from_millis(750));
+        assert_eq!(stamp, 1_000_750_000);
+    }
+
+    #[test]
+    fn the_far_future_saturates_instead_of_overflowing() {
+        let now = Instant::now();
+        let clock = PlanClock {
+            t0_us: u64::MAX - 1,
+            now,
+            now_us: 0,
+        };
+        let (instant, stamp) = clock.due(Duration::MAX);
+        assert_eq!(stamp, u64::MAX);
+        assert!(instant > now);
     }
 }

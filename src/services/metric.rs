@@ -94,7 +94,7 @@ pub async fn run(args: MetricArgs, cancel: CancellationToken) -> Result<()> {
         args.window as usize,
         StatusClock::new(args.observe.status_interval),
         &files,
-    );
+    )?;
     let consumed = [
         telemetry.metrics.consumed(&y_true),
         telemetry.metrics.consumed(&y_pred),

@@ -10,11 +10,16 @@
 //! feature of the recent window against the training data). An alarm raised or cleared is
 //! logged once; the scores go to Prometheus and to `<log-dir>/feature_drift.json` for
 //! `plot`'s page.
+//!
+//! Model swap (`--swap-model FILE --swap-at-item N`): items numbered N or higher (the
+//! `item` number features puts in each message) are predicted by the
+//! second model, earlier ones by the first, whatever order they arrive in and however
+//! often they are redelivered — the swap lands on item N exactly, with no restart.
 
 use crate::cli::ModelArgs;
 use crate::services::{PoisonCounter, Topology, dead_letter, now_ms};
 use crate::supervisor::supervise;
-use crate::telemetry::{StatusClock, Telemetry, write_json_atomically};
+use crate::telemetry::{StatusClock, StatusFile, Telemetry};
 use anyhow::{Context, Result};
 use nnmon_broker::{Acker, Broker, Delivery, Publisher, message_properties};
 use nnmon_model::{LinearModel, diabetes};
@@ -24,7 +29,6 @@ use nnmon_stats::{
     DIABETES_FEATURE_NAMES, FEATURE_DRIFT_FILE, FeatureDrift, FeatureDriftConfig,
     FeatureDriftReport,
 };
-use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -34,11 +38,23 @@ use tracing::{info, warn};
 struct Settled {
     acker: Acker,
     features: Option<[f64; FEATURE_COUNT]>,
+    /// The item's number, if its message carries one.
+    item: Option<u64>,
+}
+
+/// The second model and the first item it predicts.
+struct Swap {
+    model: LinearModel,
+    at_item: u64,
+    source: String,
+    /// Whether an item at or past `at_item` has been predicted (logged once).
+    reached: bool,
 }
 
 /// Everything a delivery goes through, kept across reconnections.
 struct Predictor {
     model: LinearModel,
+    swap: Option<Swap>,
     topology: Topology,
     poison: PoisonCounter,
     drift: FeatureDrift,
@@ -47,7 +63,8 @@ struct Predictor {
     /// Confirmed predictions, and confirmed dead-letter copies.
     published: Counter,
     dead_letters_published: Counter,
-    drift_file: PathBuf,
+    /// `feature_drift.json`, written off the event loop (see [`StatusFile`]).
+    drift_file: StatusFile,
     /// Features messages settled (acked).
     settled: u64,
 }
@@ -61,6 +78,22 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
         ),
     };
     info!(intercept = model.intercept, %source, "model loaded");
+    let swap = match (&args.swap_model, args.swap_at_item) {
+        (Some(path), Some(at_item)) => {
+            let model = LinearModel::load(path)
+                .with_context(|| format!("--swap-model {}", path.display()))?;
+            let source = path.display().to_string();
+            info!(intercept = model.intercept, %source, at_item, "second model loaded: it predicts items {at_item} and later");
+            Some(Swap {
+                model,
+                at_item,
+                source,
+                reached: false,
+            })
+        }
+        // clap makes each flag require the other.
+        _ => None,
+    };
     let log_dir = &args.logs.log_dir;
     std::fs::create_dir_all(log_dir)
         .with_context(|| format!("creating the log folder {}", log_dir.display()))?;
@@ -78,6 +111,7 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
     );
     let mut predictor = Predictor {
         model,
+        swap,
         poison: PoisonCounter::new(telemetry.metrics.clone()),
         consumed: telemetry.metrics.consumed(&queues.features),
         published: telemetry.metrics.published(&queues.y_pred),
@@ -85,7 +119,7 @@ pub async fn run(args: ModelArgs, cancel: CancellationToken) -> Result<()> {
         topology,
         drift,
         telemetry: telemetry.clone(),
-        drift_file: log_dir.join(FEATURE_DRIFT_FILE),
+        drift_file: StatusFile::new(log_dir.join(FEATURE_DRIFT_FILE))?,
         settled: 0,
     };
     let prefetch = args.broker.prefetch;
@@ -143,8 +177,25 @@ impl Predictor {
             Ok(message) => message,
             Err(error) => return self.reject(publisher, delivery, error).await,
         };
+        let item = message.item;
+        let model = match (&mut self.swap, item) {
+            (Some(swap), Some(item)) if item >= swap.at_item => {
+                if !swap.reached {
+                    swap.reached = true;
+                    info!(
+                        swap_at_item = swap.at_item,
+                        item,
+                        "model swap: items from {} on are predicted by {}",
+                        swap.at_item,
+                        swap.source
+                    );
+                }
+                &swap.model
+            }
+            _ => &self.model,
+        };
         let prediction = ValueMessage {
-            value: self.model.predict(&message.features),
+            value: model.predict(&message.features),
             id: message.id,
             published_us: message.published_us,
         };
@@ -158,6 +209,7 @@ impl Predictor {
         let settled = Settled {
             acker: delivery.acker,
             features: Some(message.features),
+            item,
         };
         let y_pred = &self.topology.queues.y_pred;
         self.topology
@@ -176,6 +228,7 @@ impl Predictor {
         let settled = Settled {
             acker: delivery.acker.clone(),
             features: None,
+            item: None,
         };
         dead_letter(publisher, &self.topology.queues, &delivery, &error, settled).await
     }
@@ -188,7 +241,7 @@ impl Predictor {
         for settle in &settled {
             if let Some(features) = &settle.features {
                 predicted += 1;
-                self.watch_drift(features);
+                self.watch_drift(features, settle.item);
             }
         }
         if let Some(newest) = settled.into_iter().next_back() {
@@ -201,19 +254,20 @@ impl Predictor {
         Ok(())
     }
 
-    fn watch_drift(&mut self, features: &[f64; FEATURE_COUNT]) {
+    /// `item` is the features' own number, which the alarm line gives (the detector's
+    /// count restarts with the service; the number does not); without one, the count.
+    fn watch_drift(&mut self, features: &[f64; FEATURE_COUNT], item: Option<u64>) {
         for flip in self.drift.push(features) {
+            let item = item.unwrap_or(flip.item);
             if flip.alarm {
                 warn!(
                     feature = flip.subject,
-                    item = flip.item,
-                    "input drift: {} no longer looks like the training data",
-                    flip.subject
+                    item, "input drift: {} no longer looks like the training data", flip.subject
                 );
             } else {
                 info!(
                     feature = flip.subject,
-                    item = flip.item,
+                    item,
                     "input drift cleared: {} looks like the training data again",
                     flip.subject
                 );
@@ -248,9 +302,11 @@ impl Predictor {
             window: self.drift.config().window,
             features: scores.clone(),
         };
-        // The page's copy: failing to write it must not stop predictions.
-        if let Err(error) = write_json_atomically(&self.drift_file, &report) {
-            warn!("{error:#}");
+        // The page's copy, written off the event loop; the last one before `model` exits.
+        if last {
+            self.drift_file.write_and_wait(&report);
+        } else {
+            self.drift_file.write(&report);
         }
         let alarms: Vec<&str> = scores
             .iter()

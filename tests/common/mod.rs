@@ -429,32 +429,39 @@ impl Pipeline {
         self.log_dir().join("confirmed_ids.txt")
     }
 
-    /// Messages ready in `queue`.
+    /// Messages ready in `queue` (nnmon-broker's passive declare, as the scenario runner
+    /// counts dead letters).
     pub async fn queue_depth(&self, queue: &str) -> u32 {
-        let connection = self.connect().await;
-        let channel = connection.create_channel().await.expect("channel");
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let depth = channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await
-            .expect("queue exists")
-            .message_count();
-        let _ = connection.close(200, "done".into()).await;
+        let broker = self.nnmon_broker().await;
+        let depth = broker.queue_depth(queue).await.expect("queue exists");
+        broker.close().await;
         depth
     }
 
     /// Deletes `queue` as an operator would: its messages are gone, its consumers cancelled.
     pub async fn delete_queue(&self, queue: &str) {
-        let connection = self.connect().await;
-        let channel = connection.create_channel().await.expect("channel");
-        channel
-            .queue_delete(queue.into(), QueueDeleteOptions::default())
+        let broker = self.nnmon_broker().await;
+        broker.delete_queue(queue).await.expect("delete the queue");
+        broker.close().await;
+    }
+
+    /// A connection through nnmon-broker, whose queue helpers the tests share with the
+    /// runner instead of keeping copies.
+    async fn nnmon_broker(&self) -> nnmon_broker::Broker {
+        let urls: nnmon_broker::BrokerUrls = self.url.parse().expect("a valid AMQP URL");
+        let never = tokio_util::sync::CancellationToken::new();
+        let connecting = nnmon_broker::Broker::connect(
+            &urls,
+            0,
+            "nnmon-tests",
+            nnmon_broker::RetryPolicy::default(),
+            &never,
+        );
+        tokio::time::timeout(Duration::from_secs(60), connecting)
             .await
-            .expect("delete the queue");
-        let _ = connection.close(200, "done".into()).await;
+            .expect("the broker answers within 60 s")
+            .expect("connect")
+            .expect("not cancelled")
     }
 
     /// Runs `nnmon <args>` to completion, with a timeout.

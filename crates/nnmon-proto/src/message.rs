@@ -19,6 +19,10 @@ pub struct FeaturesMessage {
     /// When `features` first published the item (µs since the Unix epoch), if the producer
     /// says: nnmon's extra field, which the seed's services ignore and never send.
     pub published_us: Option<u64>,
+    /// The item's number in its producer's stream (0-based, in sending order; a resent
+    /// item keeps it), if the producer says: nnmon's extra field, for a model swap at an
+    /// exact item and alarms that name their item.
+    pub item: Option<u64>,
 }
 
 /// One scalar, as sent on the `y_true` and `y_pred` queues.
@@ -85,6 +89,9 @@ struct Envelope<B> {
     body: B,
     #[serde(default)]
     published_us: Option<u64>,
+    /// Read only for `features` messages ([`FeaturesMessage::item`]); ignored elsewhere.
+    #[serde(default)]
+    item: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -93,6 +100,8 @@ struct EnvelopeRef<'a, B: ?Sized> {
     body: &'a B,
     #[serde(skip_serializing_if = "Option::is_none")]
     published_us: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    item: Option<u64>,
 }
 
 fn parse<'a, B: Deserialize<'a>>(bytes: &'a [u8]) -> Result<Envelope<B>, DecodeError> {
@@ -128,12 +137,18 @@ fn parse<'a, B: Deserialize<'a>>(bytes: &'a [u8]) -> Result<Envelope<B>, DecodeE
     Ok(envelope)
 }
 
-fn to_json<B: Serialize + ?Sized>(id: &MessageId, body: &B, published_us: Option<u64>) -> Vec<u8> {
+fn to_json<B: Serialize + ?Sized>(
+    id: &MessageId,
+    body: &B,
+    published_us: Option<u64>,
+    item: Option<u64>,
+) -> Vec<u8> {
     // Serialising plain floats and strings into a Vec cannot fail.
     serde_json::to_vec(&EnvelopeRef {
         id,
         body,
         published_us,
+        item,
     })
     .unwrap_or_default()
 }
@@ -145,6 +160,7 @@ impl FeaturesMessage {
             id,
             body,
             published_us,
+            item,
         } = parse::<Vec<f64>>(bytes)?;
         let features: [f64; FEATURE_COUNT] = body
             .as_slice()
@@ -157,6 +173,7 @@ impl FeaturesMessage {
             id,
             features,
             published_us,
+            item,
         })
     }
 
@@ -165,7 +182,12 @@ impl FeaturesMessage {
         if !self.features.iter().all(|x| x.is_finite()) {
             return Err(EncodeError::NonFinite(self.id.clone()));
         }
-        Ok(to_json(&self.id, &self.features[..], self.published_us))
+        Ok(to_json(
+            &self.id,
+            &self.features[..],
+            self.published_us,
+            self.item,
+        ))
     }
 }
 
@@ -176,6 +198,7 @@ impl ValueMessage {
             id,
             body,
             published_us,
+            ..
         } = parse::<f64>(bytes)?;
         if !body.is_finite() {
             return Err(DecodeError::NonFinite);
@@ -192,7 +215,7 @@ impl ValueMessage {
         if !self.value.is_finite() {
             return Err(EncodeError::NonFinite(self.id.clone()));
         }
-        Ok(to_json(&self.id, &self.value, self.published_us))
+        Ok(to_json(&self.id, &self.value, self.published_us, None))
     }
 }
 
@@ -237,6 +260,22 @@ mod tests {
         let reason = ValueMessage::decode(br#"{"id": "a", "body": 2.5, "published_us": -1}"#)
             .expect_err("negative")
             .reason();
+        assert_eq!(reason, "wrong_shape");
+    }
+
+    #[test]
+    fn the_item_number_is_an_optional_extra_field_of_features() {
+        let body = br#"{"id": "a", "body": [1,2,3,4,5,6,7,8,9,10], "item": 3200}"#;
+        let msg = FeaturesMessage::decode(body).expect("valid");
+        assert_eq!(msg.item, Some(3200));
+        let encoded = String::from_utf8(msg.encode().expect("finite")).expect("utf8");
+        assert!(encoded.ends_with(r#","item":3200}"#), "{encoded}");
+        let seed = FeaturesMessage::decode(br#"{"id": "a", "body": [1,2,3,4,5,6,7,8,9,10]}"#);
+        assert_eq!(seed.expect("valid").item, None);
+        let reason =
+            FeaturesMessage::decode(br#"{"id": "a", "body": [1,2,3,4,5,6,7,8,9,10], "item": -1}"#)
+                .expect_err("negative")
+                .reason();
         assert_eq!(reason, "wrong_shape");
     }
 
@@ -325,6 +364,7 @@ mod tests {
             id: text("a"),
             features: [f64::NAN; FEATURE_COUNT],
             published_us: None,
+            item: None,
         };
         assert!(msg.encode().is_err());
     }
@@ -346,8 +386,8 @@ mod tests {
 
     proptest! {
         #[test]
-        fn features_round_trip_exactly(id in any_id(), features in proptest::array::uniform10(-1e300f64..1e300), published_us in any::<Option<u64>>()) {
-            let msg = FeaturesMessage { id, features, published_us };
+        fn features_round_trip_exactly(id in any_id(), features in proptest::array::uniform10(-1e300f64..1e300), published_us in any::<Option<u64>>(), item in any::<Option<u64>>()) {
+            let msg = FeaturesMessage { id, features, published_us, item };
             let back = FeaturesMessage::decode(&msg.encode().expect("finite")).expect("valid");
             prop_assert_eq!(back, msg);
         }

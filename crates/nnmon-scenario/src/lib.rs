@@ -13,6 +13,8 @@
 //! - [`verdict`]: alarms scored against the injections ([`score_alarms`]: detection delay
 //!   in items, false alarms), confirmed IDs against rows ([`check_delivery`]), and the
 //!   hypothesis ([`check_hypothesis`]).
+//! - [`load`]: the machine's load from `/proc`'s text — each service's CPU and runqueue
+//!   wait ([`ServiceTimes`], [`CpuTime`]) and the load average ([`LoadAverage`]).
 //! - [`summary`]: `summary.json` ([`Summary`]), `timeline.csv` ([`TimelineRow`]), and two
 //!   summaries side by side ([`compare`]).
 //!
@@ -20,11 +22,15 @@
 //! faults (in the runner) → measurements → [`score_alarms`], [`check_delivery`] →
 //! [`check_hypothesis`] → [`Summary`].
 
+pub mod load;
 pub mod plan;
 pub mod schema;
 pub mod summary;
 pub mod verdict;
 
+pub use load::{
+    CpuTime, LoadAverage, ProcessTimes, SchedStat, ServiceTimes, parse_loadavg, parse_schedstat,
+};
 pub use plan::{DataStats, Injector, Plan, Step};
 pub use schema::{
     Change, Drift, Fault, FaultAction, Hypothesis, Scenario, ScenarioError, ScenarioFile, Service,

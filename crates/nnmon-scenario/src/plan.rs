@@ -77,9 +77,14 @@ impl Plan {
             }
             last = Some((step, first, start));
         }
-        // Past the end: as if the last step went on.
-        let (step, first, start) = last.expect("a plan has a step");
-        Duration::from_secs_f64(start + (index - first) as f64 / step.rate)
+        // Past the end: as if the last step went on. A plan without steps sends nothing:
+        // no item is ever due (`Duration::MAX`: adding it to an instant would panic, so
+        // callers saturate, as features' clock does).
+        let Some((step, first, start)) = last else {
+            return Duration::MAX;
+        };
+        Duration::try_from_secs_f64(start + (index - first) as f64 / step.rate)
+            .unwrap_or(Duration::MAX)
     }
 
     /// Items due strictly before `at` (so also the index of the first item due at or after).
@@ -109,7 +114,9 @@ impl Plan {
         self.due_before(at)
     }
 
-    /// The step item `index` belongs to.
+    /// The step item `index` belongs to (the last one past the end). A plan without steps
+    /// has none: 0 then names no step, and callers must not index with it (the schema
+    /// refuses such a plan; only tests build one).
     pub fn step_of(&self, index: u64) -> usize {
         self.starts()
             .position(|(step, first, _)| index < first.saturating_add(step.items))
@@ -249,6 +256,16 @@ mod tests {
             let plan = two_steps();
             prop_assert!(plan.due(index) <= plan.due(index + 1));
         }
+    }
+
+    #[test]
+    fn an_empty_plan_has_nothing_due() {
+        let plan = Plan::new(vec![]);
+        assert_eq!(plan.items(), 0);
+        assert_eq!(plan.due(0), Duration::MAX);
+        assert_eq!(plan.due_before(Duration::from_secs(5)), 0);
+        assert_eq!(plan.duration(), Duration::ZERO);
+        assert_eq!(plan.step_of(3), 0);
     }
 
     #[test]

@@ -60,6 +60,8 @@ pub struct LoadFile {
 pub struct StepFile {
     pub rate: f64,
     pub seconds: f64,
+    /// This step's p99 latency, in ms, at most this (the target is per load).
+    pub p99_latency_ms: Option<f64>,
 }
 
 /// `[services]`: settings handed to the services; absent ones keep the services' defaults.
@@ -152,6 +154,12 @@ pub struct Hypothesis {
     pub max_false_alarms: u64,
     /// Exactly this many messages end in `dead_letter`.
     pub dead_lettered: Option<u64>,
+    /// The whole run's p99 latency (scheduled send time to row), in ms, at most this.
+    pub p99_latency_ms: Option<f64>,
+    /// Each load step's own p99 target, from `load.steps[i].p99_latency_ms` (one entry
+    /// per step, `None` where the step sets none).
+    #[serde(skip)]
+    pub step_p99_latency_ms: Vec<Option<f64>>,
 }
 
 fn yes() -> bool {
@@ -165,6 +173,8 @@ impl Default for Hypothesis {
             alarm_within_items: None,
             max_false_alarms: 0,
             dead_lettered: None,
+            p99_latency_ms: None,
+            step_p99_latency_ms: Vec::new(),
         }
     }
 }
@@ -184,8 +194,9 @@ pub enum Change {
     Scale { feature: usize, factor: f64 },
     /// The true value moved by `sd` of its standard deviations.
     Label { sd: f64 },
-    /// `model` restarted with the coefficients in this file (relative paths are resolved
-    /// against the scenario file's folder by the runner).
+    /// `model` predicts this item and every later one with the coefficients in this file
+    /// (relative paths are resolved against the scenario file's folder by the runner). One
+    /// per scenario: `model` takes one `--swap-model`.
     Model { coefficients: PathBuf },
 }
 
@@ -238,6 +249,16 @@ pub enum FaultAction {
 }
 
 impl FaultAction {
+    /// How long the fault lasts (zero for a poison flood, which is one moment).
+    pub fn down(&self) -> Duration {
+        match self {
+            FaultAction::Stop { down, .. }
+            | FaultAction::BrokerRestart { down }
+            | FaultAction::Partition { down } => *down,
+            FaultAction::Poison { .. } => Duration::ZERO,
+        }
+    }
+
     /// A short description, e.g. `sigkill metric, down 2 s`.
     pub fn describe(&self) -> String {
         match self {
@@ -366,13 +387,50 @@ impl Scenario {
         for (i, inject) in file.inject.iter().enumerate() {
             drifts.push(check_inject(&format!("inject[{i}]"), inject, &plan)?);
         }
+        let swaps: Vec<usize> = file
+            .inject
+            .iter()
+            .enumerate()
+            .filter(|(_, inject)| inject.kind == DriftKind::Model)
+            .map(|(i, _)| i)
+            .collect();
+        if let [_, second, ..] = swaps[..] {
+            return Err(invalid(
+                format!("inject[{second}]"),
+                "a second model swap: model takes one (`--swap-model`)",
+            ));
+        }
         drifts.sort_by_key(|d| d.item);
         let mut faults = Vec::new();
         for (i, fault) in file.fault.iter().enumerate() {
             let key = format!("fault[{i}]");
-            faults.push(check_fault(&key, fault, &plan)?);
+            faults.push((key.clone(), check_fault(&key, fault, &plan)?));
         }
-        faults.sort_by_key(|f| f.at);
+        faults.sort_by_key(|(_, f)| f.at);
+        check_overlaps(&faults)?;
+        let faults = faults.into_iter().map(|(_, fault)| fault).collect();
+        let mut targets = vec![(
+            "hypothesis.p99_latency_ms".to_owned(),
+            file.hypothesis.p99_latency_ms,
+        )];
+        for (i, step) in file.load.steps.iter().enumerate() {
+            targets.push((
+                format!("load.steps[{i}].p99_latency_ms"),
+                step.p99_latency_ms,
+            ));
+        }
+        for (key, target) in targets {
+            if let Some(p99) = target
+                && !(p99.is_finite() && p99 > 0.0)
+            {
+                return Err(invalid(
+                    key,
+                    format!("{p99} is not a latency in milliseconds above 0"),
+                ));
+            }
+        }
+        let mut hypothesis = file.hypothesis;
+        hypothesis.step_p99_latency_ms = file.load.steps.iter().map(|s| s.p99_latency_ms).collect();
         Ok(Scenario {
             name,
             description: file.description,
@@ -381,7 +439,7 @@ impl Scenario {
             services: file.services,
             drifts,
             faults,
-            hypothesis: file.hypothesis,
+            hypothesis,
         })
     }
 }
@@ -424,6 +482,35 @@ fn check_load(load: &LoadFile) -> Result<Plan, ScenarioError> {
         )),
         (false, _, _) => Err(invalid("load", "`steps` or `count` and `rate`, not both")),
     }
+}
+
+/// Refuses a fault that starts while another is still on (its `down` not over): a restart
+/// of a service already down, or a broker stop while the network is held, would undo one
+/// fault with the other and the run would measure neither.
+fn check_overlaps(faults: &[(String, Fault)]) -> Result<(), ScenarioError> {
+    for (index, (key, fault)) in faults.iter().enumerate() {
+        for (earlier_key, earlier) in &faults[..index] {
+            let end = earlier.at + earlier.action.down();
+            let overlaps = if earlier.action.down().is_zero() {
+                fault.at == earlier.at
+            } else {
+                fault.at < end
+            };
+            if overlaps {
+                return Err(invalid(
+                    format!("{key}.seconds"),
+                    format!(
+                        "{} s overlaps {earlier_key} ({}, from {} s to {} s): one fault at a time",
+                        fault.at.as_secs_f64(),
+                        earlier.action.describe(),
+                        earlier.at.as_secs_f64(),
+                        end.as_secs_f64()
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 fn check_services(services: &Services) -> Result<(), ScenarioError> {
@@ -653,6 +740,42 @@ mod tests {
             "{BASE}[[fault]]\nseconds = 1\nkind = \"sigstop\"\n"
         ));
         assert!(kind.contains("sigstop"), "{kind}");
+    }
+
+    #[test]
+    fn overlapping_faults_and_a_second_model_swap_are_refused() {
+        let kill = "[[fault]]\nseconds = 1\nkind = \"sigkill\"\nservice = \"model\"\ndown = 0.5\n";
+        let partition = "[[fault]]\nseconds = 1.2\nkind = \"partition\"\ndown = 0.3\n";
+        let overlap = error(&format!("{BASE}{kill}{partition}"));
+        assert!(
+            overlap.contains("`fault[1].seconds`: 1.2 s overlaps fault[0]"),
+            "{overlap}"
+        );
+        let poison = "[[fault]]\nseconds = 1\nkind = \"poison\"\ncount = 5\n";
+        assert!(error(&format!("{BASE}{poison}{poison}")).contains("overlaps"));
+        // One after the other is fine, whatever order the file lists them in.
+        let later = "[[fault]]\nseconds = 1.5\nkind = \"partition\"\ndown = 0.3\n";
+        let scenario = Scenario::parse(&format!("{BASE}{later}{kill}"), "t").expect("valid");
+        assert_eq!(scenario.faults.len(), 2);
+        assert_eq!(scenario.faults[0].at, Duration::from_secs(1));
+        let swap = "[[inject]]\nitem = 5\nkind = \"model\"\ncoefficients = \"m.json\"\n";
+        assert!(error(&format!("{BASE}{swap}{swap}")).contains("`inject[1]`: a second model swap"));
+        assert!(
+            error(&format!("{BASE}[hypothesis]\np99_latency_ms = 0\n"))
+                .contains("`hypothesis.p99_latency_ms`")
+        );
+    }
+
+    #[test]
+    fn a_step_may_set_its_own_p99_target() {
+        let text = "seed = 1\n[load]\nsteps = [{ rate = 10, seconds = 2, p99_latency_ms = 10 }, { rate = 100, seconds = 1 }]\n";
+        let scenario = Scenario::parse(text, "t").expect("valid");
+        assert_eq!(scenario.hypothesis.step_p99_latency_ms, [Some(10.0), None]);
+        let zero = text.replace("p99_latency_ms = 10", "p99_latency_ms = -1");
+        let error = Scenario::parse(&zero, "t")
+            .expect_err("refused")
+            .to_string();
+        assert!(error.contains("`load.steps[0].p99_latency_ms`"), "{error}");
     }
 
     #[test]

@@ -1,9 +1,11 @@
 //! What a run leaves behind: `summary.json` ([`Summary`]), the rows of `timeline.csv`
 //! ([`TimelineRow`]), and the side-by-side comparison of two summaries ([`compare`]).
 
+use crate::load::{CpuTime, LoadAverage};
 use crate::verdict::{Delivery, InjectionOutcome, ScoredAlarm};
 use nnmon_stats::nearest_rank;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Latency percentiles in milliseconds (nearest rank).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -61,8 +63,9 @@ pub struct Summary {
     pub delivery: Delivery,
     /// Rows over the time from the load's start to the last row.
     pub throughput_items_per_s: f64,
-    /// From each item's scheduled send time to its row.
-    pub latency_ms: Latency,
+    /// From each item's scheduled send time to its row; absent (`null`) when no row had a
+    /// latency.
+    pub latency_ms: Option<Latency>,
     /// Lines of orphans.csv.
     pub orphans: u64,
     /// Messages in the dead-letter queue at the end.
@@ -77,6 +80,13 @@ pub struct Summary {
     pub hypothesis_failures: Vec<String>,
     /// From the first service started to the last stopped.
     pub duration_s: f64,
+    /// Each service's CPU time and time waiting runnable for a CPU, over all its starts
+    /// and threads. Absent in summaries written before it was measured.
+    pub cpu: Option<BTreeMap<String, CpuTime>>,
+    /// The machine's 1-minute load average when the run started and ended: a run's
+    /// latency depends on it, so it is kept with the figures rather than in `env.json`
+    /// (which describes what a rerun would reproduce). Absent in older summaries.
+    pub load_average: Option<LoadAverage>,
 }
 
 /// One line of `timeline.csv`: one second of the run.
@@ -103,6 +113,8 @@ pub struct TimelineRow {
     pub alarms: String,
     /// Faults and injections carried out in this second (`;`-separated).
     pub events: String,
+    /// The machine's 1-minute load average as last read in this second.
+    pub load1: Option<f64>,
 }
 
 impl TimelineRow {
@@ -143,6 +155,29 @@ fn number(metric: &str, a: f64, b: f64) -> Comparison {
     }
 }
 
+/// A latency figure of two runs, `-` for a run without one.
+fn latency(
+    metric: &str,
+    a: Option<Latency>,
+    b: Option<Latency>,
+    figure: impl Fn(&Latency) -> f64,
+) -> Comparison {
+    match (a, b) {
+        (Some(a), Some(b)) => number(metric, figure(&a), figure(&b)),
+        (a, b) => {
+            let text = |l: Option<Latency>| {
+                l.map_or_else(|| "-".to_owned(), |l| format!("{:.2}", figure(&l)))
+            };
+            Comparison {
+                metric: metric.to_owned(),
+                a: text(a),
+                b: text(b),
+                change: None,
+            }
+        }
+    }
+}
+
 fn flag(metric: &str, a: bool, b: bool) -> Comparison {
     Comparison {
         metric: metric.to_owned(),
@@ -168,6 +203,62 @@ fn delays(summary: &Summary) -> String {
     }
 }
 
+/// A figure two runs may lack (older summaries), `-` for a run without it.
+fn maybe(metric: &str, a: Option<f64>, b: Option<f64>) -> Comparison {
+    match (a, b) {
+        (Some(a), Some(b)) => number(metric, a, b),
+        (a, b) => {
+            let text = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+            Comparison {
+                metric: metric.to_owned(),
+                a: text(a),
+                b: text(b),
+                change: None,
+            }
+        }
+    }
+}
+
+/// The machine's load in two runs: the load average and how long the services waited
+/// for a CPU per second they ran on one, in all and per service.
+fn load_lines(a: &Summary, b: &Summary) -> Vec<Comparison> {
+    let load = |s: &Summary, figure: fn(&LoadAverage) -> f64| s.load_average.as_ref().map(figure);
+    let total = |s: &Summary| {
+        s.cpu
+            .as_ref()
+            .and_then(|cpu| CpuTime::total(cpu.values()).wait_per_cpu())
+    };
+    let mut lines = vec![
+        maybe(
+            "load_average.start",
+            load(a, |l| l.start),
+            load(b, |l| l.start),
+        ),
+        maybe("load_average.end", load(a, |l| l.end), load(b, |l| l.end)),
+        maybe("cpu.wait_per_cpu", total(a), total(b)),
+    ];
+    let services: std::collections::BTreeSet<&String> = a
+        .cpu
+        .iter()
+        .chain(&b.cpu)
+        .flat_map(|cpu| cpu.keys())
+        .collect();
+    for service in services {
+        let ratio = |s: &Summary| {
+            s.cpu
+                .as_ref()
+                .and_then(|cpu| cpu.get(service))
+                .and_then(CpuTime::wait_per_cpu)
+        };
+        lines.push(maybe(
+            &format!("cpu.{service}.wait_per_cpu"),
+            ratio(a),
+            ratio(b),
+        ));
+    }
+    lines
+}
+
 /// The figures of two runs side by side, with the relative change of each number.
 pub fn compare(a: &Summary, b: &Summary) -> Vec<Comparison> {
     let mut lines = vec![
@@ -190,10 +281,10 @@ pub fn compare(a: &Summary, b: &Summary) -> Vec<Comparison> {
             a.throughput_items_per_s,
             b.throughput_items_per_s,
         ),
-        number("latency_ms.p50", a.latency_ms.p50, b.latency_ms.p50),
-        number("latency_ms.p90", a.latency_ms.p90, b.latency_ms.p90),
-        number("latency_ms.p99", a.latency_ms.p99, b.latency_ms.p99),
-        number("latency_ms.max", a.latency_ms.max, b.latency_ms.max),
+        latency("latency_ms.p50", a.latency_ms, b.latency_ms, |l| l.p50),
+        latency("latency_ms.p90", a.latency_ms, b.latency_ms, |l| l.p90),
+        latency("latency_ms.p99", a.latency_ms, b.latency_ms, |l| l.p99),
+        latency("latency_ms.max", a.latency_ms, b.latency_ms, |l| l.max),
         number("orphans", a.orphans as f64, b.orphans as f64),
         number(
             "dead_lettered",
@@ -208,6 +299,7 @@ pub fn compare(a: &Summary, b: &Summary) -> Vec<Comparison> {
             change: None,
         },
     ];
+    lines.extend(load_lines(a, b));
     if a.steps.len() == b.steps.len() {
         for (index, (sa, sb)) in a.steps.iter().zip(&b.steps).enumerate() {
             lines.push(number(
@@ -290,12 +382,12 @@ mod tests {
             exactly_once: true,
             delivery: Delivery::default(),
             throughput_items_per_s: throughput,
-            latency_ms: Latency {
+            latency_ms: Some(Latency {
                 p50: 1.0,
                 p90: 2.0,
                 p99,
                 max: 9.0,
-            },
+            }),
             orphans: 0,
             dead_lettered: 0,
             alarms: Vec::new(),
@@ -306,6 +398,17 @@ mod tests {
             hypothesis_held: true,
             hypothesis_failures: Vec::new(),
             duration_s: 3.0,
+            cpu: Some(BTreeMap::from([(
+                "model".to_owned(),
+                CpuTime {
+                    cpu_s: 2.0,
+                    wait_s: 6.0,
+                },
+            )])),
+            load_average: Some(LoadAverage {
+                start: 1.5,
+                end: 3.0,
+            }),
         }
     }
 
@@ -346,5 +449,51 @@ mod tests {
         let back: Summary = serde_json::from_str(&json).expect("parse");
         assert_eq!(back, original);
         assert!(json.contains("\"latency_ms\":{\"p50\":1.0"), "{json}");
+        // No row with a latency: null, not zeros a reader would take for a measurement.
+        let empty = Summary {
+            latency_ms: None,
+            ..original
+        };
+        let json = serde_json::to_string(&empty).expect("serialize");
+        assert!(json.contains("\"latency_ms\":null"), "{json}");
+        let lines = compare(&empty, &summary(5.0, 90.0));
+        let p99 = lines.iter().find(|l| l.metric == "latency_ms.p99");
+        assert_eq!(
+            p99.map(|l| (l.a.as_str(), l.b.as_str(), l.change)),
+            Some(("-", "5.00", None))
+        );
+    }
+
+    #[test]
+    fn a_summary_without_the_load_still_loads_and_compares() {
+        let measured = summary(4.0, 100.0);
+        let mut json: serde_json::Value = serde_json::to_value(&measured).expect("serialize");
+        let object = json.as_object_mut().expect("an object");
+        object.remove("cpu");
+        object.remove("load_average");
+        let old: Summary = serde_json::from_value(json).expect("an older summary loads");
+        assert_eq!((old.cpu.as_ref(), old.load_average), (None, None));
+        let lines = compare(&old, &measured);
+        let line = |metric: &str| {
+            lines
+                .iter()
+                .find(|l| l.metric == metric)
+                .map(|l| (l.a.clone(), l.b.clone(), l.change))
+        };
+        assert_eq!(
+            line("cpu.wait_per_cpu"),
+            Some(("-".to_owned(), "3.00".to_owned(), None))
+        );
+        assert_eq!(
+            line("cpu.model.wait_per_cpu"),
+            Some(("-".to_owned(), "3.00".to_owned(), None))
+        );
+        assert_eq!(
+            line("load_average.end"),
+            Some(("-".to_owned(), "3.00".to_owned(), None))
+        );
+        let both = compare(&measured, &measured);
+        let start = both.iter().find(|l| l.metric == "load_average.start");
+        assert_eq!(start.map(|l| l.change), Some(Some(0.0)));
     }
 }

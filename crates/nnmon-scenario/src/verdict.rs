@@ -2,6 +2,7 @@
 //! every confirmed item is exactly one row, and whether the hypothesis held.
 
 use crate::schema::{Drift, Hypothesis};
+use crate::summary::Latency;
 use nnmon_stats::DIABETES_FEATURE_NAMES;
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
@@ -152,6 +153,11 @@ pub struct Observed<'a> {
     pub delivery: &'a Delivery,
     pub score: &'a AlarmScore,
     pub dead_lettered: u64,
+    /// The whole run's latency; `None` when no row had one.
+    pub latency: Option<Latency>,
+    /// Each load step's latency, in step order; `None` for a step no row with a latency
+    /// came from.
+    pub step_latency: Vec<Option<Latency>>,
 }
 
 /// Every way the run broke the hypothesis, as sentences; empty when it held.
@@ -192,6 +198,28 @@ pub fn check_hypothesis(hypothesis: &Hypothesis, observed: &Observed) -> Vec<Str
             "dead_lettered: {} messages dead-lettered, {expected} expected",
             observed.dead_lettered
         ));
+    }
+    let mut targets = vec![(
+        "p99_latency_ms".to_owned(),
+        hypothesis.p99_latency_ms,
+        observed.latency,
+    )];
+    for (i, target) in hypothesis.step_p99_latency_ms.iter().enumerate() {
+        let latency = observed.step_latency.get(i).copied().flatten();
+        targets.push((format!("load.steps[{i}].p99_latency_ms"), *target, latency));
+    }
+    for (key, target, latency) in targets {
+        let Some(target) = target else { continue };
+        match latency {
+            Some(latency) if latency.p99 <= target => {}
+            Some(latency) => failures.push(format!(
+                "{key}: p99 latency {:.1} ms, more than {target} ms",
+                latency.p99
+            )),
+            None => failures.push(format!(
+                "{key}: no row with a latency to hold to {target} ms"
+            )),
+        }
     }
     failures
 }
@@ -263,9 +291,61 @@ mod tests {
                 delivery: &Delivery::default(),
                 score: &score,
                 dead_lettered: 0,
+                latency: None,
+                step_latency: Vec::new(),
             },
         );
         assert_eq!(failures.len(), 2, "{failures:?}");
+    }
+
+    #[test]
+    fn the_p99_targets_are_checked_and_no_latency_fails_them() {
+        let whole = Hypothesis {
+            p99_latency_ms: Some(10.0),
+            ..Hypothesis::default()
+        };
+        // Each step is held to its own target, the whole run to none.
+        let per_step = Hypothesis {
+            step_p99_latency_ms: vec![Some(10.0), None, Some(10.0)],
+            ..Hypothesis::default()
+        };
+        let score = score_alarms(&[], &[]);
+        let judge = |hypothesis, latency, step_latency| {
+            check_hypothesis(
+                hypothesis,
+                &Observed {
+                    delivery: &Delivery::default(),
+                    score: &score,
+                    dead_lettered: 0,
+                    latency,
+                    step_latency,
+                },
+            )
+        };
+        let at = |p99| Latency {
+            p50: 1.0,
+            p90: 2.0,
+            p99,
+            max: 200.0,
+        };
+        assert!(judge(&whole, Some(at(10.0)), Vec::new()).is_empty());
+        assert_eq!(
+            judge(&whole, Some(at(12.5)), Vec::new()),
+            ["p99_latency_ms: p99 latency 12.5 ms, more than 10 ms"]
+        );
+        assert_eq!(
+            judge(&whole, None, Vec::new()),
+            ["p99_latency_ms: no row with a latency to hold to 10 ms"]
+        );
+        let steps = vec![Some(at(9.0)), Some(at(150.0)), Some(at(12.5))];
+        assert_eq!(
+            judge(&per_step, Some(at(150.0)), steps),
+            ["load.steps[2].p99_latency_ms: p99 latency 12.5 ms, more than 10 ms"]
+        );
+        assert_eq!(
+            judge(&per_step, None, vec![Some(at(9.0)), None, None]),
+            ["load.steps[2].p99_latency_ms: no row with a latency to hold to 10 ms"]
+        );
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::ledger::{Events, Ledger};
 use crate::services::{PoisonCounter, now_ms};
-use crate::telemetry::{StatusClock, Telemetry, write_json_atomically};
+use crate::telemetry::{StatusClock, StatusFile, Telemetry};
 use anyhow::Result;
 use nnmon_join::Side;
 use nnmon_model::LinearModel;
@@ -14,7 +14,6 @@ use nnmon_stats::{
     MetricStatus,
 };
 use std::path::Path;
-use std::path::PathBuf;
 use tracing::{info, warn};
 
 pub struct Monitor {
@@ -22,7 +21,7 @@ pub struct Monitor {
     drift: ErrorDrift,
     telemetry: Telemetry,
     clock: StatusClock,
-    status_file: PathBuf,
+    status_file: StatusFile,
 }
 
 impl Monitor {
@@ -30,7 +29,12 @@ impl Monitor {
     /// baseline's prediction, and the built-in model's errors on it are what "normal"
     /// errors look like to the drift detector (so a model that serves worse than the
     /// validated one raises the alarm from its first rows, with no warm-up to hide in).
-    pub fn new(telemetry: Telemetry, window: usize, clock: StatusClock, log_dir: &Path) -> Self {
+    pub fn new(
+        telemetry: Telemetry,
+        window: usize,
+        clock: StatusClock,
+        log_dir: &Path,
+    ) -> Result<Self> {
         let data = nnmon_model::diabetes();
         let reference_mean = data.iter().map(|s| s.target).sum::<f64>() / data.len() as f64;
         let reference = LinearModel::default_ols().ok().and_then(|model| {
@@ -44,13 +48,13 @@ impl Monitor {
         if let Some(reference) = reference {
             drift.reference = reference;
         }
-        Self {
+        Ok(Self {
             stats: ErrorStats::new(window, reference_mean),
             drift: ErrorDrift::new(drift),
             telemetry,
             clock,
-            status_file: log_dir.join(METRIC_STATUS_FILE),
-        }
+            status_file: StatusFile::new(log_dir.join(METRIC_STATUS_FILE))?,
+        })
     }
 
     /// Takes in what the ledger did: rows into the statistics, the detector and the
@@ -137,10 +141,11 @@ impl Monitor {
                 score: self.drift.score(),
             },
         };
-        // The page's copy: failing to write it must not stop the join.
-        let written = write_json_atomically(&self.status_file, &status);
-        if let Err(error) = written {
-            warn!("{error:#}");
+        // The page's copy, written off the event loop; the last one before `metric` exits.
+        if last {
+            self.status_file.write_and_wait(&status);
+        } else {
+            self.status_file.write(&status);
         }
         let quality = match &window {
             Some(w) => format!(
