@@ -4,7 +4,7 @@
 //! running `rabbitmqctl` (the `broker-restart` fault).
 
 use anyhow::{Context, Result, anyhow, bail};
-use nnmon_broker::{BasicProperties, Broker, BrokerUrls, RetryPolicy};
+use nnmon_broker::{Broker, BrokerUrls, Properties, RetryPolicy};
 use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
@@ -48,7 +48,7 @@ pub async fn publish_poison(urls: &BrokerUrls, queues: [&str; 2], count: u64) ->
             publisher.confirmed().await?;
         }
         let queue = queues[(index % 2) as usize];
-        let properties = BasicProperties::default().with_delivery_mode(2);
+        let properties = Properties::default().with_delivery_mode(2);
         publisher
             .publish(queue, &poison_body(index), properties, ())
             .await?;

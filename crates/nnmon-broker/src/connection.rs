@@ -32,11 +32,11 @@ pub enum BrokerError {
     Nacked,
     #[error("a published message was returned as unroutable (its queue is gone)")]
     Returned,
-    /// The broker's greeting (`connection.start`) could not be read: see
-    /// [`Broker::server_version`].
+    /// The broker's version could not be learnt: see [`Broker::server_version`].
     #[error("reading the broker's greeting: {0}")]
     Greeting(String),
-    /// A socket error outside lapin (see [`Broker::server_version`]).
+    /// A socket error outside the AMQP client (lapin's greeting reader, see
+    /// [`Broker::server_version`]).
     #[error("talking to the broker")]
     Io(#[from] std::io::Error),
     #[error("the broker cancelled the consumer of queue {queue} (deleted, or a failover?)")]
@@ -334,7 +334,7 @@ impl Broker {
             .declare_queue(queue, false, &queue_type.arguments())
             .await
         {
-            Ok(()) => Ok(QueueState::Durable),
+            Ok(_) => Ok(QueueState::Durable),
             Err(error)
                 if precondition_failed(&error)
                     .is_some_and(|text| is_type_mismatch(queue_type, text)) =>
@@ -398,97 +398,33 @@ impl Broker {
 impl Broker {
     /// Messages ready in `queue` (a passive declare: the queue must exist).
     pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
-        let refused = |error| BrokerError::classify(error, &self.url, false);
-        let channel = self.connection.create_channel().await.map_err(refused)?;
-        let passive = QueueDeclareOptions {
-            passive: true,
-            ..QueueDeclareOptions::default()
-        };
-        let queue = channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
+        self.connection
+            .declare_queue(queue, true, &Headers::new())
             .await
-            .map_err(refused)?;
-        let _ = channel.close(200, "done".into()).await;
-        Ok(queue.message_count())
+            .map_err(|error| BrokerError::classify(error, &self.url, false))
     }
 
     /// Deletes `queue` with its messages; a queue already gone is fine.
     pub async fn delete_queue(&self, queue: &str) -> Result<(), BrokerError> {
-        let refused = |error| BrokerError::classify(error, &self.url, false);
-        let channel = self.connection.create_channel().await.map_err(refused)?;
-        channel
-            .queue_delete(queue.into(), Default::default())
+        self.connection
+            .delete_queue(queue)
             .await
-            .map_err(refused)?;
-        let _ = channel.close(200, "done".into()).await;
-        Ok(())
+            .map_err(|error| BrokerError::classify(error, &self.url, false))
     }
-}
 
-/// The AMQP 0-9-1 protocol header a client opens with.
-const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
-/// A method frame's type octet, and the octet every frame ends with.
-const METHOD_FRAME: u8 = 1;
-const FRAME_END: u8 = 0xCE;
-/// The largest `connection.start` frame read: RabbitMQ's is about 500 bytes.
-const MAX_START_FRAME: usize = 64 * 1024;
-
-impl Broker {
     /// The version the broker at `url` gives in its `connection.start` server properties
-    /// (RabbitMQ: `3.10.8`): the server's own, not a CLI's. lapin keeps no copy of those
-    /// properties, so this opens a connection of its own (TLS as the URL says), reads the
-    /// broker's greeting and leaves before logging in: the broker logs that as `client
-    /// unexpectedly closed TCP connection`, a warning on every call.
+    /// (RabbitMQ: `3.10.8`): the server's own, not a CLI's. How depends on the client
+    /// (see its `server_version`): amqprs logs in and keeps the properties; lapin keeps no
+    /// copy of them, so on lapin nnmon reads the broker's greeting itself and leaves
+    /// before logging in (the broker logs a warning about it on every call).
     pub async fn server_version(url: &BrokerUrl) -> Result<String, BrokerError> {
-        use futures_util::io::{AsyncReadExt, AsyncWriteExt};
-        let asking = async {
-            let runtime = lapin::runtime::default_runtime()?;
-            let plain = lapin::uri::AMQPUri {
-                scheme: lapin::uri::AMQPScheme::AMQP,
-                ..url.uri()
-            };
-            let stream = lapin::tcp::AMQPUriTcpExt::connect_async(&plain, &runtime).await?;
-            let mut stream = match url.tls() {
-                Some(tls) => stream.into_rustls(&tls.connector()?, url.host()).await?,
-                None => stream,
-            };
-            stream.write_all(PROTOCOL_HEADER).await?;
-            stream.flush().await?;
-            let mut header = [0u8; 7];
-            stream.read_exact(&mut header).await?;
-            let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
-            if header[0] != METHOD_FRAME || size > MAX_START_FRAME {
-                return Err(greeting("no connection.start method frame"));
-            }
-            let mut payload = vec![0u8; size + 1];
-            stream.read_exact(&mut payload).await?;
-            if payload.pop() != Some(FRAME_END) {
-                return Err(greeting("a frame without its end octet"));
-            }
-            start_version(&payload)
-        };
-        match tokio::time::timeout(CONNECT_TIMEOUT, asking).await {
+        let connector = url.tls().map(|tls| tls.connector()).transpose()?;
+        match tokio::time::timeout(CONNECT_TIMEOUT, client::server_version(url, connector)).await {
             Ok(result) => result,
-            Err(_) => Err(greeting(&format!("no answer within {CONNECT_TIMEOUT:?}"))),
+            Err(_) => Err(BrokerError::Greeting(format!(
+                "no answer within {CONNECT_TIMEOUT:?}"
+            ))),
         }
-    }
-}
-
-fn greeting(problem: &str) -> BrokerError {
-    BrokerError::Greeting(problem.to_owned())
-}
-
-/// The `version` server property of a `connection.start` method frame's payload.
-fn start_version(payload: &[u8]) -> Result<String, BrokerError> {
-    use lapin::protocol::{AMQPClass, connection::AMQPMethod};
-    let (_, class) = lapin::protocol::parse_class(payload)
-        .map_err(|_| greeting("a frame that is not an AMQP method"))?;
-    let AMQPClass::Connection(AMQPMethod::Start(start)) = class else {
-        return Err(greeting("a method other than connection.start"));
-    };
-    match start.server_properties.inner().get("version") {
-        Some(AMQPValue::LongString(version)) => Ok(version.to_string()),
-        _ => Err(greeting("connection.start without a version property")),
     }
 }
 
@@ -577,38 +513,5 @@ mod tests {
         assert!(BrokerError::Amqp(login()).is_permanent());
         assert!(!BrokerError::classify(unreachable, &url, true).is_permanent());
         assert!(!BrokerError::Nacked.is_permanent());
-    }
-
-    /// A `connection.start` payload as RabbitMQ sends it, with these server properties.
-    fn start_payload(properties: &[(&str, &str)]) -> Vec<u8> {
-        let long_string = |bytes: &mut Vec<u8>, text: &str| {
-            bytes.extend((text.len() as u32).to_be_bytes());
-            bytes.extend(text.as_bytes());
-        };
-        let mut table = Vec::new();
-        for (key, value) in properties {
-            table.push(key.len() as u8);
-            table.extend(key.as_bytes());
-            table.push(b'S');
-            long_string(&mut table, value);
-        }
-        let mut payload = vec![0, 10, 0, 10, 0, 9]; // connection.start, AMQP 0-9
-        payload.extend((table.len() as u32).to_be_bytes());
-        payload.extend(table);
-        long_string(&mut payload, "PLAIN AMQPLAIN");
-        long_string(&mut payload, "en_US");
-        payload
-    }
-
-    #[test]
-    fn the_server_version_comes_from_the_greetings_properties() {
-        let greeting = start_payload(&[("product", "RabbitMQ"), ("version", "3.10.8")]);
-        assert_eq!(start_version(&greeting).expect("a version"), "3.10.8");
-        let anonymous = start_payload(&[("product", "RabbitMQ")]);
-        assert!(matches!(
-            start_version(&anonymous),
-            Err(BrokerError::Greeting(_))
-        ));
-        assert!(start_version(b"not a frame").is_err());
     }
 }

@@ -3,13 +3,13 @@
 
 use super::{AmqpError, Outcome};
 use crate::message::{Acker as NnmonAcker, Delivery, HeaderValue, Headers, Properties};
-use crate::{BrokerUrl, tls};
+use crate::{BrokerError, BrokerUrl, tls};
 use futures_util::FutureExt;
 use futures_util::stream::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
     ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    QueueDeclareOptions, QueueDeleteOptions,
 };
 use lapin::tcp::{AMQPUriTcpExt, RustlsConnector};
 use lapin::types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString};
@@ -82,23 +82,36 @@ impl Connection {
         self.0.create_channel().await.map_err(amqp)
     }
 
+    /// Declares `queue` (`passive`: only checks that it exists); returns the messages
+    /// ready in it.
     pub(crate) async fn declare_queue(
         &self,
         queue: &str,
         passive: bool,
         arguments: &Headers,
-    ) -> Result<(), AmqpError> {
+    ) -> Result<u32, AmqpError> {
         let options = QueueDeclareOptions {
             durable: !passive,
             passive,
             ..QueueDeclareOptions::default()
         };
         let channel = self.channel().await?;
-        channel
+        let declared = channel
             .queue_declare(queue.into(), options, table(arguments))
             .await
             .map_err(amqp)?;
         let _ = channel.close(200, "declared".into()).await;
+        Ok(declared.message_count())
+    }
+
+    /// Deletes `queue` with its messages (a queue already gone is fine).
+    pub(crate) async fn delete_queue(&self, queue: &str) -> Result<(), AmqpError> {
+        let channel = self.channel().await?;
+        channel
+            .queue_delete(queue.into(), QueueDeleteOptions::default())
+            .await
+            .map_err(amqp)?;
+        let _ = channel.close(200, "deleted".into()).await;
         Ok(())
     }
 
@@ -209,6 +222,67 @@ impl Connection {
             .close(200, "nnmon shutting down".into())
             .await
             .map_err(amqp)
+    }
+}
+
+/// The AMQP 0-9-1 protocol header a client opens with.
+const PROTOCOL_HEADER: &[u8; 8] = b"AMQP\x00\x00\x09\x01";
+/// A method frame's type octet, and the octet every frame ends with.
+const METHOD_FRAME: u8 = 1;
+const FRAME_END: u8 = 0xCE;
+/// The largest `connection.start` frame read: RabbitMQ's is about 500 bytes.
+const MAX_START_FRAME: usize = 64 * 1024;
+
+/// The broker's `version` server property. lapin keeps no copy of the server properties,
+/// so this opens a connection of its own (over `connector` for `amqps://`), reads the
+/// broker's greeting (`connection.start`) and leaves before logging in: the broker logs
+/// that as `client unexpectedly closed TCP connection`.
+pub(crate) async fn server_version(
+    url: &BrokerUrl,
+    connector: Option<Connector>,
+) -> Result<String, BrokerError> {
+    use futures_util::io::{AsyncReadExt, AsyncWriteExt};
+    let runtime = lapin::runtime::default_runtime().map_err(amqp)?;
+    let plain = AMQPUri {
+        scheme: AMQPScheme::AMQP,
+        ..url.uri()
+    };
+    let stream = plain.connect_async(&runtime).await?;
+    let mut stream = match connector {
+        Some(connector) => stream.into_rustls(&connector, url.host()).await?,
+        None => stream,
+    };
+    stream.write_all(PROTOCOL_HEADER).await?;
+    stream.flush().await?;
+    let mut header = [0u8; 7];
+    stream.read_exact(&mut header).await?;
+    let size = u32::from_be_bytes([header[3], header[4], header[5], header[6]]) as usize;
+    if header[0] != METHOD_FRAME || size > MAX_START_FRAME {
+        return Err(greeting("no connection.start method frame"));
+    }
+    let mut payload = vec![0u8; size + 1];
+    stream.read_exact(&mut payload).await?;
+    if payload.pop() != Some(FRAME_END) {
+        return Err(greeting("a frame without its end octet"));
+    }
+    start_version(&payload)
+}
+
+fn greeting(problem: &str) -> BrokerError {
+    BrokerError::Greeting(problem.to_owned())
+}
+
+/// The `version` server property of a `connection.start` method frame's payload.
+fn start_version(payload: &[u8]) -> Result<String, BrokerError> {
+    use lapin::protocol::{AMQPClass, connection::AMQPMethod};
+    let (_, class) = lapin::protocol::parse_class(payload)
+        .map_err(|_| greeting("a frame that is not an AMQP method"))?;
+    let AMQPClass::Connection(AMQPMethod::Start(start)) = class else {
+        return Err(greeting("a method other than connection.start"));
+    };
+    match start.server_properties.inner().get("version") {
+        Some(AMQPValue::LongString(version)) => Ok(version.to_string()),
+        _ => Err(greeting("connection.start without a version property")),
     }
 }
 
@@ -479,4 +553,42 @@ fn amqp_value(value: &HeaderValue) -> AMQPValue {
 #[cfg(test)]
 pub(crate) fn round_trip(properties: &Properties) -> Properties {
     properties_of(&basic_properties(properties))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `connection.start` payload as RabbitMQ sends it, with these server properties.
+    fn start_payload(properties: &[(&str, &str)]) -> Vec<u8> {
+        let long_string = |bytes: &mut Vec<u8>, text: &str| {
+            bytes.extend((text.len() as u32).to_be_bytes());
+            bytes.extend(text.as_bytes());
+        };
+        let mut table = Vec::new();
+        for (key, value) in properties {
+            table.push(key.len() as u8);
+            table.extend(key.as_bytes());
+            table.push(b'S');
+            long_string(&mut table, value);
+        }
+        let mut payload = vec![0, 10, 0, 10, 0, 9]; // connection.start, AMQP 0-9
+        payload.extend((table.len() as u32).to_be_bytes());
+        payload.extend(table);
+        long_string(&mut payload, "PLAIN AMQPLAIN");
+        long_string(&mut payload, "en_US");
+        payload
+    }
+
+    #[test]
+    fn the_server_version_comes_from_the_greetings_properties() {
+        let greeting = start_payload(&[("product", "RabbitMQ"), ("version", "3.10.8")]);
+        assert_eq!(start_version(&greeting).expect("a version"), "3.10.8");
+        let anonymous = start_payload(&[("product", "RabbitMQ")]);
+        assert!(matches!(
+            start_version(&anonymous),
+            Err(BrokerError::Greeting(_))
+        ));
+        assert!(start_version(b"not a frame").is_err());
+    }
 }

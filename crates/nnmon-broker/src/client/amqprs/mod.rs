@@ -12,12 +12,12 @@ mod handshake;
 
 use super::{AmqpError, Outcome};
 use crate::message::{Acker as NnmonAcker, Delivery, Headers, Properties};
-use crate::{BrokerUrl, tls};
+use crate::{BrokerError, BrokerUrl, tls};
 use amqprs::callbacks::{ChannelCallback, ConnectionCallback};
 use amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
     ConfirmSelectArguments, ConsumerMessage, ExchangeBindArguments, ExchangeDeclareArguments,
-    QueueBindArguments, QueueDeclareArguments,
+    QueueBindArguments, QueueDeclareArguments, QueueDeleteArguments,
 };
 use amqprs::connection::OpenConnectionArguments;
 use amqprs::security::SecurityCredentials;
@@ -324,30 +324,45 @@ impl Connection {
 
     /// Runs one declaration or binding on a short-lived channel of its own: a refusal
     /// closes that channel, and must not take a publisher's or a consumer's with it.
-    async fn declare(
+    async fn declare<T>(
         &self,
-        command: impl AsyncFnOnce(&Channel) -> Result<(), amqprs::error::Error>,
-    ) -> Result<(), AmqpError> {
+        command: impl AsyncFnOnce(&Channel) -> Result<T, amqprs::error::Error>,
+    ) -> Result<T, AmqpError> {
         let (channel, state) = self.channel(None).await?;
-        command(&channel)
+        let done = command(&channel)
             .await
             .map_err(|error| state.error(error))?;
         let _ = channel.close().await;
-        Ok(())
+        Ok(done)
     }
 
+    /// Declares `queue` (`passive`: only checks that it exists); returns the messages
+    /// ready in it.
     pub(crate) async fn declare_queue(
         &self,
         queue: &str,
         passive: bool,
         arguments: &Headers,
-    ) -> Result<(), AmqpError> {
+    ) -> Result<u32, AmqpError> {
         let declare = QueueDeclareArguments::new(queue)
             .durable(!passive)
             .passive(passive)
             .arguments(convert::table(arguments))
             .finish();
-        self.declare(async |channel| channel.queue_declare(declare).await.map(drop))
+        let declared = self
+            .declare(async |channel| channel.queue_declare(declare).await)
+            .await?;
+        // amqprs gives no declare-ok only for a `no_wait` declare, which this is not.
+        match declared {
+            Some((_, messages, _)) => Ok(messages),
+            None => Err(AmqpError(Error::Ended("queue.declare got no declare-ok"))),
+        }
+    }
+
+    /// Deletes `queue` with its messages (a queue already gone is fine).
+    pub(crate) async fn delete_queue(&self, queue: &str) -> Result<(), AmqpError> {
+        let delete = QueueDeleteArguments::new(queue);
+        self.declare(async |channel| channel.queue_delete(delete).await.map(drop))
             .await
     }
 
@@ -430,6 +445,29 @@ impl Connection {
             .await
             .map_err(|error| AmqpError(Error::Client(error)))
     }
+}
+
+/// The broker's `version` server property, which amqprs keeps from the greeting: this
+/// logs in (over `connector` for `amqps://`) and leaves.
+pub(crate) async fn server_version(
+    url: &BrokerUrl,
+    connector: Option<Connector>,
+) -> Result<String, BrokerError> {
+    let connection = Connection::open(url, "nnmon-server-version", connector)
+        .await
+        .map_err(|error| BrokerError::classify(error, url, true))?;
+    let version = connection
+        .connection
+        .server_properties()
+        .version()
+        .to_owned();
+    let _ = connection.close().await;
+    if version.is_empty() {
+        return Err(BrokerError::Greeting(
+            "connection.start without a version property".to_owned(),
+        ));
+    }
+    Ok(version)
 }
 
 /// A confirm-mode channel and the outcomes of its messages in flight.
