@@ -487,6 +487,11 @@ impl PublishChannel {
         body: &[u8],
         properties: &Properties,
     ) -> Result<(), AmqpError> {
+        // amqprs would send it on a channel the broker closed, and the broker would close
+        // the whole connection for that (504 CHANNEL_ERROR), every consumer on it with it.
+        if !self.channel.is_open() {
+            return Err(self.state.ended());
+        }
         let mut arguments = BasicPublishArguments::new(exchange, routing_key);
         arguments.mandatory = true;
         self.channel
@@ -601,6 +606,10 @@ pub(crate) struct Acker {
 
 impl Acker {
     pub(crate) async fn ack_multiple(&self) -> Result<(), AmqpError> {
+        // As for publishing: an ack on a closed channel would close the connection.
+        if !self.channel.is_open() {
+            return Err(self.state.ended());
+        }
         self.channel
             .basic_ack(BasicAckArguments::new(self.tag, true))
             .await
