@@ -4,9 +4,9 @@
 //! Every `amqps://` connection is made with a rustls connector (the client's, see
 //! `client`) made from the files, which are read once, on the first connection attempt and before it; later
 //! reconnections reuse it. `--tls-ca-file` *replaces* the system's roots: the broker's
-//! certificate must then come from one of those CAs. Without it the system's roots are used
-//! (lapin: the platform verifier; amqprs: the webpki roots). Messages name files, hosts and what
-//! went wrong, never a key's bytes.
+//! certificate must then come from one of those CAs. Without it the system's roots are used,
+//! through the platform's verifier on both clients. Messages name files, hosts and what went
+//! wrong, never a key's bytes.
 
 use crate::BrokerUrl;
 use crate::client::{self, AmqpError};

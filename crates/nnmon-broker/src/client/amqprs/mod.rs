@@ -79,28 +79,32 @@ pub(crate) fn reply_error(code: u16, text: &str) -> Error {
     })
 }
 
-/// The connector for `roots` (none: the webpki roots, as amqprs itself trusts) and a
-/// client certificate.
+/// The connector for `roots` (none: the platform's verifier, as on lapin, so both clients
+/// trust the same CAs) and a client certificate.
 pub(crate) fn connector(
     roots: Option<Vec<rustls::pki_types::CertificateDer<'static>>>,
     identity: Option<tls::Identity>,
 ) -> std::io::Result<Connector> {
-    let mut store = rustls::RootCertStore::empty();
-    match roots {
-        Some(cas) => {
-            for ca in cas {
-                store.add(ca).map_err(std::io::Error::other)?;
-            }
-        }
-        None => store.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
+    use rustls_platform_verifier::BuilderVerifierExt;
     let provider = rustls::crypto::CryptoProvider::get_default()
         .cloned()
         .unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
+    let versions = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(std::io::Error::other)?
-        .with_root_certificates(store);
+        .map_err(std::io::Error::other)?;
+    let builder = match roots {
+        // Only these: the platform verifier would add them to the system's roots.
+        Some(cas) => {
+            let mut store = rustls::RootCertStore::empty();
+            for ca in cas {
+                store.add(ca).map_err(std::io::Error::other)?;
+            }
+            versions.with_root_certificates(store)
+        }
+        None => versions
+            .with_platform_verifier()
+            .map_err(std::io::Error::other)?,
+    };
     let config = match identity {
         Some((chain, key)) => builder
             .with_client_auth_cert(chain, key)
