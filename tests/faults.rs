@@ -7,6 +7,7 @@ use common::{
     MINUTE, Pipeline, assert_exactly_the_confirmed_items, broker, declare_durable, publish_many,
     stream_through,
 };
+use nnmon_broker::{BrokerError, QueueType, message_properties};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -297,4 +298,63 @@ async fn wait_for_orphans(pipeline: &Pipeline, count: usize) {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The broker's reply code in `error`, if the broker closed a channel or the connection.
+fn reply_code(error: &BrokerError) -> Option<u16> {
+    match error {
+        BrokerError::Amqp(error) => error.reply().map(|(code, _)| code),
+        _ => None,
+    }
+}
+
+/// A publish the broker refuses (404: no such exchange) closes its own channel only: the
+/// next publish on that channel fails without reaching the broker (on a closed channel
+/// RabbitMQ would answer 504 CHANNEL_ERROR and close the whole connection, every consumer
+/// on it too), and the connection's other channels go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_publish_fails_its_channel_and_not_the_connection() {
+    let Some(broker) = broker().await else { return };
+    let pipeline = Pipeline::new(&broker, "refusedpublish");
+    let connection = pipeline.nnmon_broker().await;
+    let queue = &pipeline.queues.features;
+    connection
+        .declare_queue(queue, QueueType::default())
+        .await
+        .expect("declare");
+    let mut inbox = connection.inbox(queue, 10).await.expect("inbox");
+    let missing = format!("{}missing", pipeline.prefix);
+    let mut refused = connection.publisher::<()>(10).await.expect("publisher");
+    refused
+        .publish_to(&missing, "", b"{}", message_properties("refused-1"), ())
+        .await
+        .expect("sent");
+    let error = refused.confirmed().await.expect_err("no such exchange");
+    assert_eq!(reply_code(&error), Some(404), "{error:?}");
+    let again = refused
+        .publish_to(&missing, "", b"{}", message_properties("refused-2"), ())
+        .await
+        .expect_err("its channel is closed");
+    // amqprs's publisher reports the reply that closed its channel; lapin says the channel
+    // is closing (the reply came with the confirm above).
+    if nnmon_broker::CLIENT == "amqprs" {
+        assert_eq!(reply_code(&again), Some(404), "{again:?}");
+    }
+    // The connection survived: a new publisher and the inbox on it still work.
+    let mut publisher = connection
+        .publisher::<()>(10)
+        .await
+        .expect("a second publisher on the same connection");
+    publisher
+        .publish(queue, b"{}", message_properties("kept"), ())
+        .await
+        .expect("publish");
+    publisher.drain().await.expect("confirmed");
+    let batch = tokio::time::timeout(MINUTE, inbox.next_batch())
+        .await
+        .expect("a delivery within a minute")
+        .expect("the inbox's channel is still open");
+    assert_eq!(batch[0].properties.message_id.as_deref(), Some("kept"));
+    inbox.ack(&batch).await.expect("ack");
+    connection.close().await;
 }

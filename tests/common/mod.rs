@@ -447,7 +447,7 @@ impl Pipeline {
 
     /// A connection through nnmon-broker, whose queue helpers the tests share with the
     /// runner instead of keeping copies.
-    async fn nnmon_broker(&self) -> nnmon_broker::Broker {
+    pub async fn nnmon_broker(&self) -> nnmon_broker::Broker {
         let urls: nnmon_broker::BrokerUrls = self.url.parse().expect("a valid AMQP URL");
         let never = tokio_util::sync::CancellationToken::new();
         let connecting = nnmon_broker::Broker::connect(

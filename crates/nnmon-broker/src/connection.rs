@@ -33,7 +33,7 @@ pub enum BrokerError {
     #[error("a published message was returned as unroutable (its queue is gone)")]
     Returned,
     /// The broker's version could not be learnt: see [`Broker::server_version`].
-    #[error("reading the broker's greeting: {0}")]
+    #[error("no version from the broker: {0}")]
     Greeting(String),
     /// A socket error outside the AMQP client (lapin's greeting reader, see
     /// [`Broker::server_version`]).
