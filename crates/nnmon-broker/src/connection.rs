@@ -92,16 +92,24 @@ pub fn is_refusal(error: &AmqpError) -> bool {
 
 /// The broker's text when `error` refuses this user for good. At login (`connecting`)
 /// NOT_ALLOWED (530) counts too: RabbitMQ answers a missing vhost, or one the user has
-/// no permissions on, with it. Later, NOT_ALLOWED means something else and is not
+/// no permissions on, with it — but not its `vhost X is down`: a vhost whose processes
+/// stopped (it is restarted by the broker, or by an operator) is a passing state, retried
+/// like an unreachable broker. Later, NOT_ALLOWED means something else and is not
 /// permanent.
 fn refusal_reason(error: &AmqpError, connecting: bool) -> Option<String> {
     let (code, text) = error.reply()?;
     let refused = match code {
         ACCESS_REFUSED => true,
-        NOT_ALLOWED => connecting,
+        NOT_ALLOWED => connecting && !is_vhost_down(text),
         _ => false,
     };
     refused.then(|| text.to_owned())
+}
+
+/// Whether a NOT_ALLOWED text is RabbitMQ's `NOT_ALLOWED - vhost X is down` (the vhost
+/// exists but its supervisor is not running), not a missing or forbidden vhost.
+fn is_vhost_down(text: &str) -> bool {
+    text.contains("vhost") && text.trim_end().ends_with("is down")
 }
 
 /// AMQP reply codes nnmon tells apart.
@@ -507,6 +515,22 @@ mod tests {
             "{text}"
         );
         assert!(BrokerError::classify(vhost(), &url, true).is_permanent());
+        // RabbitMQ's texts for a vhost the user may not use: permanent too.
+        let forbidden = AmqpError::from_reply(
+            NOT_ALLOWED,
+            "NOT_ALLOWED - access to vhost 'staging' refused for user 'ops'",
+        );
+        assert!(BrokerError::classify(forbidden, &url, true).is_permanent());
+        // A vhost that is down (restarting) is retried: transient on either client.
+        let down = || AmqpError::from_reply(NOT_ALLOWED, "NOT_ALLOWED - vhost staging is down");
+        let classified = BrokerError::classify(down(), &url, true);
+        assert!(
+            matches!(classified, BrokerError::Amqp(_)) && !classified.is_permanent(),
+            "{classified:?}"
+        );
+        assert!(!is_refusal(&down()));
+        let down_root = AmqpError::from_reply(NOT_ALLOWED, "NOT_ALLOWED - vhost / is down");
+        assert!(!BrokerError::classify(down_root, &url, true).is_permanent());
         // NOT_ALLOWED after the login is about something else (and says so itself).
         assert!(!BrokerError::classify(vhost(), &url, false).is_permanent());
         // ACCESS_REFUSED later on: missing permissions for what was asked.
