@@ -38,7 +38,11 @@ struct Pending {
 pub(super) struct ConfirmWindow {
     /// The tag the broker gives the next message published (tags count from 1).
     next_tag: u64,
+    /// Oldest first; their tags increase (by one: each message takes the next tag).
     pending: VecDeque<Pending>,
+    /// Every message with a tag up to this one is settled (by a `multiple` confirm, or one
+    /// by one): a `multiple` confirm starts after it, so that each costs what it settles.
+    settled_upto: u64,
 }
 
 impl ConfirmWindow {
@@ -46,6 +50,7 @@ impl ConfirmWindow {
         Self {
             next_tag: 1,
             pending: VecDeque::new(),
+            settled_upto: 0,
         }
     }
 
@@ -84,15 +89,33 @@ impl ConfirmWindow {
         }
     }
 
+    /// Settles `tag` (`multiple`: and every earlier one not settled yet). A single confirm
+    /// finds its message by binary search (tags increase); a `multiple` one walks only the
+    /// messages after the last `multiple` confirm's tag: each message is walked over by at
+    /// most one `multiple` confirm.
     fn settle(&mut self, tag: u64, multiple: bool, acked: bool) {
-        for pending in &mut self.pending {
+        let settle = |pending: &mut Pending| {
+            pending.settled.get_or_insert(acked);
+        };
+        if !multiple {
+            let index = self.pending.partition_point(|p| p.tag < tag);
+            if let Some(pending) = self.pending.get_mut(index).filter(|p| p.tag == tag) {
+                settle(pending);
+            }
+            return;
+        }
+        if tag <= self.settled_upto {
+            return;
+        }
+        let from = self.settled_upto;
+        let start = self.pending.partition_point(|p| p.tag <= from);
+        for pending in self.pending.range_mut(start..) {
             if pending.tag > tag {
                 break;
             }
-            if (multiple || pending.tag == tag) && pending.settled.is_none() {
-                pending.settled = Some(acked);
-            }
+            settle(pending);
         }
+        self.settled_upto = tag;
     }
 
     /// The oldest message's outcome, once known.
@@ -114,6 +137,7 @@ impl ConfirmWindow {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn window(ids: &[&str]) -> ConfirmWindow {
         let mut window = ConfirmWindow::new();
@@ -232,5 +256,91 @@ mod tests {
             multiple: false,
         });
         assert_eq!(drain(&mut window), [Outcome::Ack, Outcome::Returned]);
+    }
+
+    /// The settling rule as first written: every confirm walks the window from the front.
+    #[derive(Default)]
+    struct Naive {
+        next_tag: u64,
+        pending: VecDeque<(u64, Option<bool>)>,
+    }
+
+    impl Naive {
+        fn sent(&mut self) {
+            self.next_tag += 1;
+            self.pending.push_back((self.next_tag, None));
+        }
+
+        fn settle(&mut self, tag: u64, multiple: bool, acked: bool) {
+            for (pending, settled) in &mut self.pending {
+                if *pending > tag {
+                    break;
+                }
+                if (multiple || *pending == tag) && settled.is_none() {
+                    *settled = Some(acked);
+                }
+            }
+        }
+
+        fn drain(&mut self) -> Vec<Outcome> {
+            let mut outcomes = Vec::new();
+            while let Some((_, Some(acked))) = self.pending.front() {
+                outcomes.push(if *acked { Outcome::Ack } else { Outcome::Nack });
+                self.pending.pop_front();
+            }
+            outcomes
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Send,
+        Confirm { ack: bool, tag: u64, multiple: bool },
+        Drain,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            3 => Just(Step::Send),
+            4 => (any::<bool>(), 1u64..48, any::<bool>())
+                .prop_map(|(ack, tag, multiple)| Step::Confirm { ack, tag, multiple }),
+            1 => Just(Step::Drain),
+        ]
+    }
+
+    proptest! {
+        /// Acks and nacks, single and multiple, in any order (repeated, for tags not sent
+        /// yet, for tags already taken out), settle as the naive walk does.
+        #[test]
+        fn confirms_in_any_order_settle_as_the_naive_walk(steps in proptest::collection::vec(step(), 0..120)) {
+            let mut window = ConfirmWindow::new();
+            let mut naive = Naive::default();
+            for step in steps {
+                match step {
+                    Step::Send => {
+                        window.sent(None);
+                        naive.sent();
+                    }
+                    Step::Confirm { ack, tag, multiple } => {
+                        // The broker confirms only tags it gave out.
+                        let tag = tag.min(naive.next_tag);
+                        if tag == 0 {
+                            continue;
+                        }
+                        window.apply(if ack {
+                            Confirm::Ack { tag, multiple }
+                        } else {
+                            Confirm::Nack { tag, multiple }
+                        });
+                        naive.settle(tag, multiple, ack);
+                    }
+                    Step::Drain => {
+                        prop_assert_eq!(drain(&mut window), naive.drain());
+                    }
+                }
+            }
+            prop_assert_eq!(drain(&mut window), naive.drain());
+            prop_assert_eq!(window.pending.len(), naive.pending.len());
+        }
     }
 }
