@@ -70,9 +70,14 @@ impl ConfirmWindow {
             Confirm::Ack { tag, multiple } => self.settle(tag, multiple, true),
             Confirm::Nack { tag, multiple } => self.settle(tag, multiple, false),
             Confirm::Return { message_id } => {
-                // Returns come in publish order, each before its message's ack: the message
-                // returned is the oldest unsettled one not yet returned with that ID (any
-                // such one, for a message without an ID).
+                // A basic.return carries the message's properties but not its tag.
+                // RabbitMQ sends it before that message's basic.ack (and returns come in
+                // publish order), so the message returned is still unsettled: it is the
+                // oldest open message (unsettled, not yet marked returned) with the
+                // return's message ID — with an ID repeated, the oldest open one with it,
+                // the next return of that ID taking the next one. A return without an ID
+                // (or, which RabbitMQ's order rules out, with an ID no open message has)
+                // marks the oldest open message whatever its ID.
                 let open = |p: &Pending| p.settled.is_none() && !p.returned;
                 let index = message_id
                     .as_ref()
@@ -238,6 +243,61 @@ mod tests {
         assert_eq!(
             drain(&mut window),
             [Outcome::Ack, Outcome::Returned, Outcome::Ack]
+        );
+    }
+
+    #[test]
+    fn two_returns_of_one_id_interleaved_with_acks_mark_its_messages_oldest_first() {
+        // Each return comes before its message's ack, the second one after the first
+        // message was acked: it must mark the second `x`, not the first again.
+        let mut first = window(&["x", "x", "x", "y"]);
+        first.apply(Confirm::Return {
+            message_id: Some("x".into()),
+        });
+        first.apply(Confirm::Ack {
+            tag: 1,
+            multiple: false,
+        });
+        first.apply(Confirm::Return {
+            message_id: Some("x".into()),
+        });
+        first.apply(Confirm::Ack {
+            tag: 2,
+            multiple: false,
+        });
+        first.apply(Confirm::Ack {
+            tag: 4,
+            multiple: true,
+        });
+        assert_eq!(
+            drain(&mut first),
+            [
+                Outcome::Returned,
+                Outcome::Returned,
+                Outcome::Ack,
+                Outcome::Ack
+            ]
+        );
+
+        // Both returns before one multiple ack: the two oldest `x`, the third acked only.
+        let mut second = window(&["x", "y", "x", "x"]);
+        for _ in 0..2 {
+            second.apply(Confirm::Return {
+                message_id: Some("x".into()),
+            });
+        }
+        second.apply(Confirm::Ack {
+            tag: 4,
+            multiple: true,
+        });
+        assert_eq!(
+            drain(&mut second),
+            [
+                Outcome::Returned,
+                Outcome::Ack,
+                Outcome::Returned,
+                Outcome::Ack
+            ]
         );
     }
 
