@@ -54,13 +54,48 @@ pub enum BrokerError {
         wanted: QueueType,
         broker_says: String,
     },
+    /// A queue or exchange name, a routing key or a message property longer than AMQP's
+    /// short strings hold (255 bytes): refused before it reaches the client (amqprs would
+    /// panic, lapin send a malformed frame). Permanent: the same name fails every time.
+    #[error(
+        "the {what} `{start}...` is {bytes} bytes long, and AMQP carries at most {MAX_NAME_BYTES};          shorten it (queue and exchange names: --queue-prefix / NNMON_QUEUE_PREFIX)"
+    )]
+    TooLong {
+        what: &'static str,
+        /// The name's first characters.
+        start: String,
+        bytes: usize,
+    },
+}
+
+/// The most bytes an AMQP short string holds: queue and exchange names, routing keys, the
+/// vhost, a message's ID and its other text properties.
+pub(crate) const MAX_NAME_BYTES: usize = 255;
+
+/// `value` (a `what`) if it fits an AMQP short string, else [`BrokerError::TooLong`].
+pub(crate) fn short_string(what: &'static str, value: &str) -> Result<(), BrokerError> {
+    if value.len() <= MAX_NAME_BYTES {
+        return Ok(());
+    }
+    let mut cut = 40;
+    while !value.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    Err(BrokerError::TooLong {
+        what,
+        start: value[..cut].to_owned(),
+        bytes: value.len(),
+    })
 }
 
 impl BrokerError {
     /// Whether retrying cannot help: a refusal (see [`is_refusal`]) or a TLS problem.
     pub fn is_permanent(&self) -> bool {
         match self {
-            Self::Refused { .. } | Self::Tls(_) | Self::QueueTypeMismatch { .. } => true,
+            Self::Refused { .. }
+            | Self::Tls(_)
+            | Self::QueueTypeMismatch { .. }
+            | Self::TooLong { .. } => true,
             Self::Amqp(error) => is_refusal(error) || tls::is_certificate_problem(error),
             _ => false,
         }
@@ -336,6 +371,7 @@ impl Broker {
         queue: &str,
         queue_type: QueueType,
     ) -> Result<QueueState, BrokerError> {
+        short_string("queue name", queue)?;
         let refused = |error| BrokerError::classify(error, &self.url, false);
         match self
             .connection
@@ -387,6 +423,7 @@ impl Broker {
 
     /// A channel of its own consuming `queue`, with `prefetch` unacked messages at most.
     pub async fn inbox(&self, queue: &str, prefetch: u16) -> Result<Inbox, BrokerError> {
+        short_string("queue name", queue)?;
         Inbox::open(&self.connection, queue, prefetch).await
     }
 
@@ -406,6 +443,7 @@ impl Broker {
 impl Broker {
     /// Messages ready in `queue` (a passive declare: the queue must exist).
     pub async fn queue_depth(&self, queue: &str) -> Result<u32, BrokerError> {
+        short_string("queue name", queue)?;
         self.connection
             .declare_queue(queue, true, &Headers::new())
             .await
@@ -414,6 +452,7 @@ impl Broker {
 
     /// Deletes `queue` with its messages; a queue already gone is fine.
     pub async fn delete_queue(&self, queue: &str) -> Result<(), BrokerError> {
+        short_string("queue name", queue)?;
         self.connection
             .delete_queue(queue)
             .await
@@ -493,6 +532,22 @@ mod tests {
         assert_eq!("quorum".parse(), Ok(QueueType::Quorum));
         assert_eq!(QueueType::default().to_string(), "classic");
         assert!("stream".parse::<QueueType>().is_err());
+    }
+
+    #[test]
+    fn names_over_255_bytes_are_refused_for_good_without_quoting_them_whole() {
+        assert!(short_string("queue name", &"q".repeat(MAX_NAME_BYTES)).is_ok());
+        let long = "é".repeat(128); // 256 bytes, a character boundary off the cut
+        let error = short_string("queue name", &long).expect_err("256 bytes");
+        assert!(error.is_permanent());
+        let text = error.to_string();
+        assert!(
+            text.contains("queue name")
+                && text.contains("256 bytes")
+                && text.contains("--queue-prefix"),
+            "{text}"
+        );
+        assert!(text.len() < 400, "{text}");
     }
 
     #[test]

@@ -24,7 +24,7 @@
 //! channel, and must not take a publisher's or a consumer's with it.
 
 use crate::client::AmqpError;
-use crate::connection::{COMMAND_INVALID, precondition_failed};
+use crate::connection::{COMMAND_INVALID, precondition_failed, short_string};
 use crate::message::{HeaderValue, Headers};
 use crate::{Broker, BrokerError};
 
@@ -102,6 +102,21 @@ pub enum ExchangeError {
     },
 }
 
+/// Every one of `names` fits an AMQP short string, else the first that does not, as a
+/// failure about `exchange`.
+fn names_fit<const N: usize>(
+    exchange: &str,
+    names: [(&'static str, &str); N],
+) -> Result<(), ExchangeError> {
+    for (what, name) in names {
+        short_string(what, name).map_err(|source| ExchangeError::Broker {
+            exchange: exchange.to_owned(),
+            source,
+        })?;
+    }
+    Ok(())
+}
+
 /// Whether `error` is the broker refusing an exchange type it does not know.
 fn is_unknown_exchange_type(error: &AmqpError) -> bool {
     matches!(error.reply(), Some((COMMAND_INVALID, text)) if text.contains("unknown exchange type"))
@@ -125,6 +140,14 @@ impl Broker {
         kind: ExchangeKind,
         alternate_exchange: Option<&str>,
     ) -> Result<(), ExchangeError> {
+        let too_long = |source| ExchangeError::Broker {
+            exchange: exchange.to_owned(),
+            source,
+        };
+        short_string("exchange name", exchange).map_err(too_long)?;
+        if let Some(alternate) = alternate_exchange {
+            short_string("alternate exchange name", alternate).map_err(too_long)?;
+        }
         let failed = |source: AmqpError| {
             if kind == ExchangeKind::ConsistentHash && is_unknown_exchange_type(&source) {
                 ExchangeError::UnknownType {
@@ -159,6 +182,14 @@ impl Broker {
         exchange: &str,
         routing_key: &str,
     ) -> Result<(), ExchangeError> {
+        names_fit(
+            exchange,
+            [
+                ("queue name", queue),
+                ("exchange name", exchange),
+                ("routing key", routing_key),
+            ],
+        )?;
         self.connection()
             .bind_queue(queue, exchange, routing_key)
             .await
@@ -173,6 +204,14 @@ impl Broker {
         source: &str,
         routing_key: &str,
     ) -> Result<(), ExchangeError> {
+        names_fit(
+            source,
+            [
+                ("exchange name", destination),
+                ("exchange name", source),
+                ("routing key", routing_key),
+            ],
+        )?;
         self.connection()
             .bind_exchange(destination, source, routing_key)
             .await

@@ -1,4 +1,5 @@
 use crate::client::{self, Outcome};
+use crate::connection::short_string;
 use crate::{BrokerError, Properties};
 use futures_util::FutureExt;
 use std::collections::VecDeque;
@@ -57,6 +58,23 @@ impl<T> Publisher<T> {
         properties: Properties,
         token: T,
     ) -> Result<(), BrokerError> {
+        short_string("exchange name", exchange)?;
+        short_string("routing key", routing_key)?;
+        for (what, value) in [
+            ("content type", &properties.content_type),
+            ("content encoding", &properties.content_encoding),
+            ("correlation ID", &properties.correlation_id),
+            ("reply-to", &properties.reply_to),
+            ("expiration", &properties.expiration),
+            ("message ID", &properties.message_id),
+            ("message type", &properties.kind),
+            ("user ID", &properties.user_id),
+            ("app ID", &properties.app_id),
+        ] {
+            if let Some(value) = value {
+                short_string(what, value)?;
+            }
+        }
         self.channel
             .publish(exchange, routing_key, body, &properties)
             .await?;
