@@ -9,10 +9,44 @@ use std::sync::Arc;
 /// within two intervals instead of at the next TCP timeout.
 const DEFAULT_HEARTBEAT_SECS: u16 = 10;
 
+/// Why the compiled-in client cannot keep the heartbeat interval `secs` a URL asks for
+/// (`amqprs`: whether that client is the one), or `None` when it can.
+///
+/// Both clients follow RabbitMQ's negotiation: the smaller of the client's and the
+/// broker's intervals, or when one side says 0 the other side's. So `heartbeat=0` turns
+/// heartbeats off only when the broker's own setting is 0 too; against a broker left at
+/// its default (60 s) the broker's interval applies. lapin does exactly that, and keeps
+/// any interval from 1 s (it ticks at half the interval, in milliseconds). amqprs 2.1
+/// cannot: it ticks at half the interval in whole seconds, so 1 s gives a zero tick and
+/// its writer sends heartbeats without pause; and a negotiated 0 makes its reader count
+/// missed heartbeats at once and drop the connection. Neither is honoured silently.
+fn heartbeat_problem(secs: u16, amqprs: bool) -> Option<&'static str> {
+    match secs {
+        0 if amqprs => Some(
+            "heartbeat=0 cannot turn heartbeats off with the amqprs client (it would take the broker's interval, and drop the connection when the broker's is 0 too); give heartbeat=2 or more, or build nnmon on lapin (--no-default-features), where heartbeat=0 turns them off if the broker's heartbeat setting is 0 too",
+        ),
+        1 if amqprs => Some(
+            "heartbeat=1 is too short for the amqprs client (it sends heartbeats every heartbeat/2 whole seconds, so 1 would send them without pause); give heartbeat=2 or more",
+        ),
+        _ => None,
+    }
+}
+
+/// The shortest interval the compiled-in client keeps (see [`heartbeat_problem`]); a
+/// broker configured below it is refused after the handshake.
+#[cfg(feature = "client-amqprs")]
+pub(crate) const MIN_HEARTBEAT_SECS: u16 = 2;
+
 /// An AMQP URL (`amqp://` or `amqps://`), validated, whose `Display` hides the password;
 /// an `amqps://` one with its TLS settings ([`with_tls`](Self::with_tls); the system's
 /// roots and no client certificate by default): everything needed to reach the broker
 /// and log in.
+///
+/// `?heartbeat=N` asks for a heartbeat every N seconds (10 when the URL says nothing); the
+/// broker's setting may lower it. `heartbeat=0` leaves the interval to the broker, and
+/// turns heartbeats off only where the broker's setting is 0 too (RabbitMQ's rule: both
+/// sides must say 0); the default client, amqprs, refuses `heartbeat=0` and `heartbeat=1`
+/// at parsing, as it cannot keep them (lapin, `--no-default-features`, takes both).
 #[derive(Clone)]
 pub struct BrokerUrl {
     uri: lapin::uri::AMQPUri,
@@ -61,7 +95,24 @@ impl FromStr for BrokerUrl {
                 reason
             },
         })?;
-        uri.query.heartbeat.get_or_insert(DEFAULT_HEARTBEAT_SECS);
+        let heartbeat = *uri.query.heartbeat.get_or_insert(DEFAULT_HEARTBEAT_SECS);
+        if let Some(reason) = heartbeat_problem(heartbeat, cfg!(feature = "client-amqprs")) {
+            return Err(InvalidUrl {
+                redacted,
+                reason: reason.into(),
+            });
+        }
+        // The vhost travels as an AMQP short string (amqprs would panic on a longer one).
+        if uri.vhost.len() > crate::connection::MAX_NAME_BYTES {
+            return Err(InvalidUrl {
+                redacted,
+                reason: format!(
+                    "the vhost is {} bytes long, and AMQP carries at most {}",
+                    uri.vhost.len(),
+                    crate::connection::MAX_NAME_BYTES
+                ),
+            });
+        }
         let tls =
             (uri.scheme == AMQPScheme::AMQPS).then(|| Arc::new(Tls::new(TlsFiles::default())));
         Ok(Self { uri, redacted, tls })
@@ -311,6 +362,45 @@ mod tests {
     }
 
     #[test]
+    fn heartbeats_the_client_cannot_keep_are_refused() {
+        // amqprs: neither 0 (never off) nor 1 (a zero tick) can be kept.
+        for secs in [0, 1] {
+            let reason = heartbeat_problem(secs, true).expect("refused on amqprs");
+            assert!(
+                reason.contains(&format!("heartbeat={secs}")) && reason.contains("heartbeat=2"),
+                "{reason}"
+            );
+        }
+        assert_eq!(heartbeat_problem(2, true), None);
+        assert_eq!(heartbeat_problem(u16::MAX, true), None);
+        // lapin keeps every value (0: off where the broker's setting is 0 too).
+        for secs in [0, 1, 2, 60] {
+            assert_eq!(heartbeat_problem(secs, false), None);
+        }
+        // And parsing applies the compiled-in client's rule, without leaking the password.
+        let amqprs = cfg!(feature = "client-amqprs");
+        for secs in [0, 1] {
+            let raw = format!("amqp://u:s3cret@broker/%2f?heartbeat={secs}");
+            match raw.parse::<BrokerUrl>() {
+                Ok(url) => {
+                    assert!(!amqprs, "{raw} accepted on amqprs");
+                    assert_eq!(url.uri().query.heartbeat, Some(secs));
+                }
+                Err(error) => {
+                    assert!(amqprs, "{raw} refused on lapin: {error}");
+                    let text = error.to_string();
+                    assert!(
+                        text.contains("amqprs") && !text.contains("s3cret"),
+                        "{text}"
+                    );
+                }
+            }
+        }
+        let url: BrokerUrl = "amqp://u:p@broker/%2f?heartbeat=2".parse().expect("valid");
+        assert_eq!(url.uri().query.heartbeat, Some(2));
+    }
+
+    #[test]
     fn tls_files_need_amqps_and_external_needs_a_certificate() {
         let files = TlsFiles {
             ca_file: Some("ca.pem".into()),
@@ -349,6 +439,21 @@ mod tests {
         assert!(url.uses_external_auth());
         assert_eq!(url.login(), "<the subject of client.pem> (EXTERNAL)");
         assert_eq!(url.host_port(), "broker:5671");
+    }
+
+    #[test]
+    fn a_vhost_over_255_bytes_is_refused() {
+        let fits = format!("amqp://u:s3cret@broker/{}", "v".repeat(255));
+        assert!(fits.parse::<BrokerUrl>().is_ok());
+        let long = format!("amqp://u:s3cret@broker/{}", "v".repeat(256));
+        let text = long
+            .parse::<BrokerUrl>()
+            .expect_err("256 bytes")
+            .to_string();
+        assert!(
+            text.contains("vhost is 256 bytes") && !text.contains("s3cret"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! handshake (keeping rustls's typed error, and waiting for the broker's verdict on the
 //! client certificate, see [`tls::await_verdict`]) and the AMQP login up to
 //! `connection.open`, announcing the capability: the broker's `connection.close` then
-//! says what it refuses (ACCESS_REFUSED, NOT_ALLOWED for a vhost...). Only failures pay
-//! for this second connection.
+//! says what it refuses (ACCESS_REFUSED, NOT_ALLOWED for a vhost...). Only failures that
+//! amqprs could not explain (a TLS handshake, a login refused by closing the socket) pay
+//! for this second connection: not a socket that never connected, nor a `connection.close`
+//! answering `connection.open`, whose reply amqprs's message holds (see [`failure`]).
 
 use super::{Error, Reply};
 use crate::{BrokerUrl, tls};
@@ -17,6 +19,82 @@ use tokio_rustls::TlsConnector;
 
 /// The longest the diagnosis may take.
 const DIAGNOSIS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What nnmon makes of amqprs's failure to open a connection, before trying again itself:
+/// the broker's own reply when amqprs got one, or whether a diagnosis can tell more.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Failure {
+    /// The broker answered `connection.open` with `connection.close` (a vhost missing,
+    /// forbidden or down): amqprs's message holds the reply, no second login is needed.
+    Reply(Reply),
+    /// The socket was never connected (refused, unreachable, no such host, timed out): a
+    /// diagnosis would only fail the same way. During a broker outage every retry ends
+    /// here, and must not knock twice.
+    Socket,
+    /// Anything else — a TLS handshake or a login refused by closing the socket, which
+    /// amqprs reports as text only: worth a diagnosis ([`diagnose`]).
+    Unexplained,
+}
+
+/// Sorts amqprs's error from `Connection::open` (see [`Failure`]).
+pub(super) fn failure(error: &amqprs::error::Error) -> Failure {
+    use amqprs::error::Error as E;
+    match error {
+        E::ConnectionOpenError(text) => {
+            open_close_reply(text).map_or(Failure::Unexplained, Failure::Reply)
+        }
+        E::NetworkError(text) if is_socket_failure(text) => Failure::Socket,
+        _ => Failure::Unexplained,
+    }
+}
+
+/// Whether amqprs's network error text is a failure to connect the socket (as the OS
+/// words it: `Connection refused (os error 111)`, `No route to host`, ...; or the name
+/// lookup's), not one on a socket that was connected (reset, closed: a refused login).
+fn is_socket_failure(text: &str) -> bool {
+    let text = text.to_ascii_lowercase();
+    [
+        "connection refused",
+        "no route to host",
+        "network is unreachable",
+        "host is unreachable",
+        "connection timed out",
+        "cannot assign requested address",
+        "failed to lookup address",
+        "name or service not known",
+    ]
+    .iter()
+    .any(|marker| text.contains(marker))
+}
+
+/// The reply in amqprs 2.1's `failed to open connection, reason: Close(0, Close {
+/// reply_code: 530, reply_text: ShortStr(len, "..."), .. })` (its frame's `Debug`).
+fn open_close_reply(text: &str) -> Option<Reply> {
+    let (_, close) = text.split_once("reason: Close(")?;
+    let (_, after_code) = close.split_once("reply_code: ")?;
+    let digits: String = after_code
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let code = digits.parse().ok()?;
+    let (_, after_text) = close.split_once("reply_text: ShortStr(")?;
+    let (_, quoted) = after_text.split_once('"')?;
+    let mut reply = String::new();
+    let mut chars = quoted.chars();
+    loop {
+        match chars.next()? {
+            '"' => break,
+            '\\' => match chars.next()? {
+                'n' => reply.push('\n'),
+                't' => reply.push('\t'),
+                'r' => reply.push('\r'),
+                escaped => reply.push(escaped),
+            },
+            plain => reply.push(plain),
+        }
+    }
+    Some(Reply { code, text: reply })
+}
 
 /// The failure the broker (or TLS) names when `url` is tried again; `None` when it says
 /// nothing more (unreachable, or accepted this time).
@@ -193,6 +271,75 @@ mod tests {
         assert_eq!(reply.code, 403);
         assert_eq!(reply.text, "ACCESS_REFUSED - Login was refused");
         assert!(close_reply(&arguments[..10]).is_none());
+    }
+
+    #[test]
+    fn a_close_answering_connection_open_is_read_from_amqprs_message() {
+        for (code, text) in [
+            (530, "NOT_ALLOWED - vhost staging is down"),
+            (
+                530,
+                "NOT_ALLOWED - access to vhost 'a \"b\"' refused for user 'ops'",
+            ),
+            (
+                320,
+                "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'",
+            ),
+        ] {
+            // amqprs 2.1.5's words, with its own ShortStr's Debug.
+            let short = amqprs::ShortStr::try_from(text).expect("short");
+            let message = format!(
+                "failed to open connection, reason: Close(0, Close {{ reply_code: {code}, reply_text: {short:?}, class_id: 10, method_id: 40 }})"
+            );
+            let error = amqprs::error::Error::ConnectionOpenError(message);
+            assert_eq!(
+                failure(&error),
+                Failure::Reply(Reply {
+                    code,
+                    text: text.to_owned()
+                }),
+                "{error}"
+            );
+        }
+        let other = amqprs::error::Error::ConnectionOpenError("failed to tune".into());
+        assert_eq!(failure(&other), Failure::Unexplained);
+    }
+
+    #[test]
+    fn socket_failures_are_not_diagnosed_and_closed_sockets_are() {
+        let refused = std::io::Error::from_raw_os_error(111).to_string();
+        for text in [
+            format!("network io error: {refused}"),
+            "network io error: No route to host (os error 113)".into(),
+            "network io error: failed to lookup address information: Name or service not known"
+                .into(),
+        ] {
+            let error = amqprs::error::Error::NetworkError(text);
+            assert_eq!(failure(&error), Failure::Socket, "{error}");
+        }
+        for text in [
+            "peer shutdown",
+            "network io error: Connection reset by peer (os error 104)",
+            "network io error: invalid peer certificate: UnknownIssuer",
+        ] {
+            let error = amqprs::error::Error::NetworkError(text.into());
+            assert_eq!(failure(&error), Failure::Unexplained, "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn amqprs_failing_to_reach_a_closed_port_is_a_socket_failure() {
+        // A port nothing listens on (bound, then released): amqprs's own error for it.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let arguments =
+            amqprs::connection::OpenConnectionArguments::new("127.0.0.1", port, "u", "p");
+        let Err(error) = amqprs::connection::Connection::open(&arguments).await else {
+            panic!("nothing listens on port {port}");
+        };
+        assert_eq!(failure(&error), Failure::Socket, "{error}");
     }
 
     #[tokio::test]

@@ -4,7 +4,8 @@
 //! into what nnmon awaits — confirms ([`confirms`]), the consumer's cancellation, and the
 //! broker's reply when it closes a channel or the connection, which amqprs keeps from the
 //! failing call. A login or TLS failure is diagnosed again in a handshake of nnmon's own
-//! ([`handshake`]).
+//! ([`handshake`]); a socket that never connected, or a `connection.close` amqprs kept the
+//! reply of, is not.
 
 mod confirms;
 mod convert;
@@ -288,11 +289,28 @@ impl Connection {
         }
         let connection = match amqprs::connection::Connection::open(&arguments).await {
             Ok(connection) => connection,
+            // Only a failure amqprs could not explain is asked again of the broker: not a
+            // socket that never connected (a broker outage: each retry would knock twice),
+            // nor a `connection.close` amqprs kept the reply of (a vhost down: each retry
+            // would log in twice).
             Err(error) => {
-                let diagnosed = handshake::diagnose(url, connector.as_ref()).await;
-                return Err(AmqpError(diagnosed.unwrap_or(Error::Client(error))));
+                return Err(AmqpError(match handshake::failure(&error) {
+                    handshake::Failure::Reply(reply) => Error::Reply(reply),
+                    handshake::Failure::Socket => Error::Client(error),
+                    handshake::Failure::Unexplained => handshake::diagnose(url, connector.as_ref())
+                        .await
+                        .unwrap_or(Error::Client(error)),
+                }));
             }
         };
+        // A broker whose own heartbeat setting is below what amqprs can keep (see
+        // `url::heartbeat_problem`) lowers the negotiated interval to it.
+        if connection.heartbeat() < crate::url::MIN_HEARTBEAT_SECS {
+            let _ = connection.close().await;
+            return Err(AmqpError(Error::Ended(
+                "the broker's heartbeat setting is below 2 s, which the amqprs client cannot keep (it would send heartbeats without pause); raise it on the broker, or build nnmon on lapin (--no-default-features)",
+            )));
+        }
         let closed = ReplySlot::default();
         connection
             .register_callback(ConnectionEvents(closed.clone()))
