@@ -9,9 +9,11 @@
 //!
 //! - pipeline: the real `nnmon` binary (`model` and `metric` running, then
 //!   `features --delay 0 --count N`) until `metric_log.csv` holds N rows.
-//! - ceiling: a bare lapin publisher → consumer on each of three queues at once (one per
+//! - ceiling: a raw client publisher → consumer on each of three queues at once (one per
 //!   message of an item), with nnmon's guarantees: durable queues, persistent messages,
-//!   confirms awaited in windows of 500, prefetch 500 and batched `multiple` acks.
+//!   confirms awaited in windows of 500, prefetch 500 and batched `multiple` acks; each
+//!   queue moved by a child process on a current-thread runtime, as each nnmon service
+//!   runs (`support::ceiling`).
 //!
 //! Both are timed the same way: **from the first message published to the last message
 //! handled**. Connection set-up is outside the clock on both sides: it is a fixed cost that
@@ -20,8 +22,8 @@
 //! pipeline's start is the publish time carried by its first item's ID (a UUIDv7, stamped
 //! just before `features` publishes it; millisecond precision, read back from the log), its
 //! end the moment the bench sees the Nth row in `metric_log.csv` (polled every 2 ms). The
-//! ceiling's start is the first `basic_publish` of its three publishers (channels and
-//! confirm mode set up before), its end the last consumer's final ack.
+//! ceiling's start is the first `basic_publish` of its three publishers (connections, channels
+//! and confirm mode set up before), its end the last consumer's final ack.
 //!
 //! Criterion runs the pairs (`iter_custom`, one pair per iteration) and reports the
 //! pipeline's time as `pipeline/items`; its first call is the warm-up pair, left out of the
@@ -32,9 +34,10 @@
 //! `AMQP_URL` names the broker (default: the local one); `NNMON_BENCH_ITEMS` changes N
 //! (default 15 000). `NNMON_BENCH_BINARIES` (`CLIENT=PATH,...`, from `just bench-binaries`)
 //! runs several `nnmon` builds in each round, one per AMQP client, and every round also
-//! runs the ceiling with a raw lapin and a raw amqprs client (`support::raw_amqprs`); the
-//! summary is one table row per build, against the raw client of its own library, with
-//! CPU per item per service from `/proc` (see README, "Two AMQP clients").
+//! runs the ceiling with a raw lapin and a raw amqprs client (`support::raw_lapin`,
+//! `support::raw_amqprs`); the summary is one table row per build, against the raw client
+//! of its own library, with CPU per item per service from `/proc` and the raw clients' own
+//! (`getrusage` in each child) (see README, "Two AMQP clients").
 //!
 //! `cargo bench --bench pipeline` (the bench builds the `nnmon` binary itself).
 
@@ -44,11 +47,8 @@ use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group};
 use std::cell::RefCell;
 use std::time::Duration;
-use support::raw_amqprs::run_ceiling_amqprs;
-use support::run::{
-    PipelineRun, TICKS_PER_SECOND, Topology, cpu_ticks, median, percentile, run_ceiling,
-    run_pipeline,
-};
+use support::ceiling::{Ceiling, run_ceiling, serve_if_child};
+use support::run::{PipelineRun, Topology, median, percentile, run_pipeline};
 use support::{amqp_url, bench_binaries, connect};
 use tokio::runtime::Runtime;
 
@@ -82,13 +82,8 @@ const RAW_CLIENTS: [&str; 2] = ["lapin", "amqprs"];
 /// One iteration: a pipeline run per nnmon binary, then a ceiling run per raw client.
 struct Round {
     pipelines: Vec<PipelineRun>,
-    /// Per raw client: the run's time, and the bench process's CPU seconds for it.
-    ceilings: Vec<(Duration, f64)>,
-}
-
-/// The bench process's CPU seconds so far (the ceilings' clients run in it).
-fn own_cpu() -> f64 {
-    cpu_ticks(std::process::id()) as f64 / TICKS_PER_SECOND
+    /// Per raw client.
+    ceilings: Vec<Ceiling>,
 }
 
 fn pipeline_vs_ceiling(c: &mut Criterion) {
@@ -108,7 +103,7 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
         );
     }
     eprintln!(
-        "ceilings: raw {} (in this process)",
+        "ceilings: raw {} (a child process per queue)",
         RAW_CLIENTS.join(", raw ")
     );
 
@@ -147,17 +142,14 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                     }
                     let mut ceilings = Vec::new();
                     for raw in RAW_CLIENTS {
-                        let before = own_cpu();
-                        let elapsed = match raw {
-                            "lapin" => run_ceiling(connection, url, items, "classic").await,
-                            _ => run_ceiling_amqprs(connection, url, items, "classic").await,
-                        };
-                        let cpu = own_cpu() - before;
+                        let ceiling = run_ceiling(connection, url, items, "classic", raw).await;
                         eprintln!(
-                            "round {n}: raw {raw} ceiling {elapsed:.2?} = {:.0} items/s (x3 queues), CPU {cpu:.2} s",
-                            rate(elapsed)
+                            "round {n}: raw {raw} ceiling {:.2?} = {:.0} items/s (x3 queues), CPU {:.2} s",
+                            ceiling.elapsed,
+                            rate(ceiling.elapsed),
+                            ceiling.cpu_s,
                         );
-                        ceilings.push((elapsed, cpu));
+                        ceilings.push(ceiling);
                     }
                     rounds.borrow_mut().push(Round {
                         pipelines,
@@ -193,8 +185,8 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
     println!(
         "nnmon vs the raw client of the same library, {items} items per run, medians of {n} round(s){warm_up}; \
          items/s timed from the first message published to the last handled; CPU from /proc \
-         (nnmon: features + model + metric from features' start to the last row; raw: this \
-         process during its run, 3 publishes + 3 consumes per item like a pipeline item)"
+         (nnmon: features + model + metric from features' start to the last row; raw: its three \
+         processes during their run, 3 publishes + 3 consumes per item like a pipeline item)"
     );
     println!(
         "| client | nnmon items/s | raw items/s | items/s ratio | latency p50 / p99 ms | \
@@ -226,31 +218,30 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
         latencies.sort_unstable();
         let (raw_rate, raw_cpu, rate_ratio, cpu_ratio) = match raw {
             Some(raw) => {
-                let ceilings: Vec<(Duration, f64)> =
-                    measured.iter().map(|r| r.ceilings[raw]).collect();
+                let ceilings: Vec<&Ceiling> = measured.iter().map(|r| &r.ceilings[raw]).collect();
                 // The ratios are taken within each round, then their median.
                 let rate_ratios: Vec<f64> = measured
                     .iter()
-                    .map(|r| rate(r.pipelines[index].elapsed) / rate(r.ceilings[raw].0))
+                    .map(|r| rate(r.pipelines[index].elapsed) / rate(r.ceilings[raw].elapsed))
                     .collect();
                 let cpu_ratios: Vec<f64> = measured
                     .iter()
                     .map(|r| {
                         let p = &r.pipelines[index];
-                        (p.cpu[0] + p.cpu[1] + p.cpu[2]) / r.ceilings[raw].1
+                        (p.cpu[0] + p.cpu[1] + p.cpu[2]) / r.ceilings[raw].cpu_s
                     })
                     .collect();
                 (
                     format!(
                         "{:.0}",
-                        median(&ceilings.iter().map(|c| rate(c.0)).collect::<Vec<_>>())
+                        median(&ceilings.iter().map(|c| rate(c.elapsed)).collect::<Vec<_>>())
                     ),
                     format!(
                         "{:.1}",
                         median(
                             &ceilings
                                 .iter()
-                                .map(|c| per_item_us(c.1))
+                                .map(|c| per_item_us(c.cpu_s))
                                 .collect::<Vec<_>>()
                         )
                     ),
@@ -285,6 +276,7 @@ criterion_group! {
 }
 
 fn main() {
+    serve_if_child();
     benches();
     config().configure_from_args().final_summary();
 }

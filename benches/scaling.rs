@@ -4,8 +4,9 @@
 //!
 //! Every row runs `NNMON_SCALING_PAIRS` (3) pairs, each a run of the real pipeline
 //! (`support::run::run_pipeline`: the replicas and shards, then `features --delay 0 --count
-//! N`) followed by a run of the bare broker (`support::run::run_ceiling`: three queues of the
-//! same type, one publisher and one consumer each, with nnmon's guarantees), both timed from
+//! N`) followed by a run of the bare broker (`support::ceiling::run_ceiling`: three queues of the
+//! same type, one publisher and one consumer each, with nnmon's guarantees, by a raw client
+//! of the library nnmon was built on), both timed from
 //! the first message published to the last one handled, as in `benches/pipeline.rs`. A row
 //! prints the medians of the pairs: pipeline items/s, ceiling items/s, their ratio (median of
 //! the per-pair ratios), the p99 of every row's publish → CSV latency, and the CPU seconds
@@ -23,7 +24,8 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use support::run::{Topology, median, percentile, run_ceiling, run_pipeline};
+use support::ceiling::{run_ceiling, serve_if_child};
+use support::run::{Topology, median, percentile, run_pipeline};
 use support::{amqp_url, connect, nnmon_binary};
 use tokio::runtime::Runtime;
 
@@ -85,6 +87,7 @@ struct Row {
 }
 
 fn main() {
+    serve_if_child();
     if std::env::var("NNMON_SKIP_BROKER_TESTS").as_deref() == Ok("1") {
         eprintln!("scaling bench skipped: NNMON_SKIP_BROKER_TESTS=1");
         return;
@@ -180,7 +183,15 @@ async fn measure(
     let (mut services_cpu, mut rest_cpu) = (Vec::new(), Vec::new());
     for pair in 1..=pairs {
         let run = run_pipeline(connection, &broker.urls, items, topology, &nnmon_binary()).await;
-        let bare = run_ceiling(connection, broker.first_url(), items, topology.queue_type).await;
+        let bare = run_ceiling(
+            connection,
+            broker.first_url(),
+            items,
+            topology.queue_type,
+            nnmon_broker::CLIENT,
+        )
+        .await
+        .elapsed;
         let [features, models, metrics, busy] = run.cpu;
         let services = features + models + metrics;
         eprintln!(

@@ -3,7 +3,9 @@
 //! broker ([`run`]).
 #![allow(dead_code)] // each bench uses its own part
 
+pub mod ceiling;
 pub mod raw_amqprs;
+pub mod raw_lapin;
 pub mod run;
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};

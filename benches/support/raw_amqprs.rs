@@ -1,9 +1,8 @@
-//! The bare broker's ceiling moved by amqprs instead of lapin: the same three queues, the
-//! same guarantees and the same clock as [`run_ceiling`](super::run::run_ceiling), so that
-//! nnmon on amqprs is compared with amqprs alone.
+//! One queue of the bare broker's ceiling moved by amqprs alone: the same guarantees and
+//! the same clock as [`raw_lapin`](super::raw_lapin), so that nnmon on amqprs is compared
+//! with amqprs alone (see [`ceiling`](super::ceiling)).
 
-use super::delete_queues;
-use super::run::{BODY_BYTES, WINDOW, ceiling_time, declare_ceiling_queues};
+use super::run::{BODY_BYTES, WINDOW};
 use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
@@ -13,7 +12,7 @@ use amqprs::connection::{Connection, OpenConnectionArguments};
 use amqprs::{Ack, BasicProperties, Cancel, CloseChannel, Nack, Return};
 use std::collections::BTreeSet;
 use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::time::SystemTime;
 use tokio::sync::mpsc;
 
 type Outcome = std::result::Result<(), amqprs::error::Error>;
@@ -70,7 +69,7 @@ async fn publish(
     mut confirms: mpsc::UnboundedReceiver<(u64, bool, bool)>,
     queue: String,
     count: u64,
-) -> Instant {
+) -> SystemTime {
     let body = vec![b'x'; BODY_BYTES];
     let mut arguments = BasicPublishArguments::new("", &queue);
     arguments.mandatory = true;
@@ -89,7 +88,7 @@ async fn publish(
             *settled = (*settled).max(t);
         }
     };
-    let first = Instant::now();
+    let first = SystemTime::now();
     for published in 0..count {
         while published - settled >= WINDOW as u64 {
             let event = confirms.recv().await.expect("the channel closed");
@@ -119,7 +118,7 @@ async fn consume(
     channel: Channel,
     mut deliveries: mpsc::UnboundedReceiver<ConsumerMessage>,
     count: u64,
-) -> Instant {
+) -> SystemTime {
     let tag = |message: ConsumerMessage| message.deliver.expect("a delivery").delivery_tag();
     let mut received = 0u64;
     while received < count {
@@ -139,24 +138,29 @@ async fn consume(
             .await
             .expect("ack");
     }
-    let last = Instant::now();
+    let last = SystemTime::now();
     let _ = connection.close().await;
     last
 }
 
-/// [`run_ceiling`](super::run::run_ceiling) with amqprs publishers and consumers (queues
-/// declared and deleted through `connection`).
-pub async fn run_ceiling_amqprs(
-    connection: &lapin::Connection,
-    url: &str,
-    items: u64,
-    queue_type: &str,
-) -> Duration {
-    let queues = declare_ceiling_queues(connection, queue_type).await;
-    let names = [&queues.features, &queues.y_true, &queues.y_pred];
-    let mut publishers = Vec::new();
-    let mut consumers = Vec::new();
-    for name in names {
+/// A publisher and a consumer of one queue, set up and waiting.
+pub struct Pair {
+    publisher: (
+        Connection,
+        Channel,
+        mpsc::UnboundedReceiver<(u64, bool, bool)>,
+    ),
+    consumer: (
+        Connection,
+        Channel,
+        mpsc::UnboundedReceiver<ConsumerMessage>,
+    ),
+    queue: String,
+}
+
+impl Pair {
+    /// Connects both sides: a confirm-mode channel, and a consumer with nnmon's prefetch.
+    pub async fn open(url: &str, queue: &str) -> Self {
         let publisher = open(url).await;
         let channel = publisher.open_channel(None).await.expect("channel");
         let (sender, confirms) = mpsc::unbounded_channel();
@@ -168,30 +172,31 @@ pub async fn run_ceiling_amqprs(
             .confirm_select(ConfirmSelectArguments::new(false))
             .await
             .expect("confirm_select");
-        publishers.push((publisher, channel, confirms, name.clone()));
         let consumer = open(url).await;
-        let channel = consumer.open_channel(None).await.expect("channel");
-        channel
+        let consuming = consumer.open_channel(None).await.expect("channel");
+        consuming
             .basic_qos(BasicQosArguments::new(0, WINDOW as u16, false))
             .await
             .expect("qos");
-        let (_, deliveries) = channel
-            .basic_consume_rx(BasicConsumeArguments::new(name, ""))
+        let (_, deliveries) = consuming
+            .basic_consume_rx(BasicConsumeArguments::new(queue, ""))
             .await
             .expect("consume");
-        consumers.push((consumer, channel, deliveries));
+        Self {
+            publisher: (publisher, channel, confirms),
+            consumer: (consumer, consuming, deliveries),
+            queue: queue.to_owned(),
+        }
     }
-    let consumed: Vec<_> = consumers
-        .into_iter()
-        .map(|(c, channel, deliveries)| tokio::spawn(consume(c, channel, deliveries, items)))
-        .collect();
-    let published: Vec<_> = publishers
-        .into_iter()
-        .map(|(c, channel, confirms, queue)| {
-            tokio::spawn(publish(c, channel, confirms, queue, items))
-        })
-        .collect();
-    let elapsed = ceiling_time(published, consumed).await;
-    delete_queues(connection, &queues.all()).await;
-    elapsed
+
+    /// Moves `count` messages through the queue; returns when the first was published and
+    /// when the last was acked.
+    pub async fn run(self, count: u64) -> (SystemTime, SystemTime) {
+        let (connection, channel, confirms) = self.publisher;
+        let (consumer, consuming, deliveries) = self.consumer;
+        tokio::join!(
+            publish(connection, channel, confirms, self.queue, count),
+            consume(consumer, consuming, deliveries, count)
+        )
+    }
 }

@@ -1,0 +1,201 @@
+//! The bare broker's ceiling: the messages of `items` pipeline items (one per queue on
+//! each of three durable queues, at once) moved by a raw client, lapin
+//! ([`raw_lapin`](super::raw_lapin)) or amqprs ([`raw_amqprs`](super::raw_amqprs)), with
+//! nnmon's guarantees: persistent mandatory messages, confirms awaited in windows,
+//! prefetch and batched `multiple` acks.
+//!
+//! Each queue's publisher and consumer run in a child process of their own: this bench
+//! binary again, started with [`CLIENT_VAR`] set, on a current-thread tokio runtime. That
+//! is how nnmon's three services run (one process each, one runtime thread each), so the
+//! raw clients' CPU per item is measured as nnmon's is, and not on the bench's own
+//! multi-threaded runtime, whose wake-ups across threads would add to it.
+//!
+//! A child connects, says `ready` on stdout and waits for a line on stdin, so that set-up
+//! stays outside the clock (as nnmon's services are connected before their first item);
+//! then it moves its messages and prints when it published the first and acked the last
+//! (epoch µs) and its own CPU time for that (`getrusage`, every thread). The run's time is
+//! from the first message published by any child to the last acked by any.
+
+use super::run::{ITERATION_TIMEOUT, fresh_prefix};
+use super::{amqp_url, delete_queues, raw_amqprs, raw_lapin};
+use lapin::Connection;
+use lapin::options::QueueDeclareOptions;
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use nnmon_proto::QueueNames;
+use std::io::{BufRead, Write};
+use std::process::Stdio;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+/// Set in a child: the raw client it runs (`lapin` or `amqprs`).
+const CLIENT_VAR: &str = "NNMON_BENCH_CEILING_CLIENT";
+/// Set in a child: the queue it publishes to and consumes from.
+const QUEUE_VAR: &str = "NNMON_BENCH_CEILING_QUEUE";
+/// Set in a child: how many messages it moves.
+const COUNT_VAR: &str = "NNMON_BENCH_CEILING_COUNT";
+
+/// One ceiling run.
+pub struct Ceiling {
+    /// From the first message published to the last acked.
+    pub elapsed: Duration,
+    /// CPU seconds of the raw clients (all three children) during that.
+    pub cpu_s: f64,
+}
+
+/// A ceiling run's three durable queues of `queue_type`, on fresh names.
+async fn declare_queues(connection: &Connection, queue_type: &str) -> QueueNames {
+    let queues = QueueNames::with_prefix(&fresh_prefix("ceiling"));
+    let declare = connection.create_channel().await.expect("channel");
+    let mut arguments = FieldTable::default();
+    arguments.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString(LongString::from(queue_type)),
+    );
+    for name in [&queues.features, &queues.y_true, &queues.y_pred] {
+        declare
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions::durable(),
+                arguments.clone(),
+            )
+            .await
+            .expect("declare");
+    }
+    let _ = declare.close(200, "done".into()).await;
+    queues
+}
+
+/// One run of the bare broker with raw `client` (`lapin` or `amqprs`) at `url` (one URL;
+/// `connection` is to it, for declaring and deleting the queues).
+pub async fn run_ceiling(
+    connection: &Connection,
+    url: &str,
+    items: u64,
+    queue_type: &str,
+    client: &str,
+) -> Ceiling {
+    let queues = declare_queues(connection, queue_type).await;
+    let bench = std::env::current_exe().expect("the bench binary's path");
+    let mut children = Vec::new();
+    for queue in [&queues.features, &queues.y_true, &queues.y_pred] {
+        let mut child = Command::new(&bench)
+            .env(CLIENT_VAR, client)
+            .env(QUEUE_VAR, queue.as_str())
+            .env(COUNT_VAR, items.to_string())
+            .env("AMQP_URL", url)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start a ceiling child");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        children.push((child, stdin, stdout));
+    }
+    let next_line = async |lines: &mut tokio::io::Lines<_>| {
+        tokio::time::timeout(ITERATION_TIMEOUT, lines.next_line())
+            .await
+            .expect("a ceiling child went silent")
+            .expect("read a ceiling child's stdout")
+            .expect("a ceiling child exited early (its panic is above)")
+    };
+    for (_, _, stdout) in &mut children {
+        assert_eq!(next_line(stdout).await, "ready");
+    }
+    for (_, stdin, _) in &mut children {
+        stdin
+            .write_all(b"go\n")
+            .await
+            .expect("start a ceiling child");
+    }
+    let (mut first, mut last, mut cpu_s) = (u64::MAX, 0u64, 0.0);
+    for (child, _, stdout) in &mut children {
+        let line = next_line(stdout).await;
+        let fields: Vec<f64> = line
+            .split_whitespace()
+            .map(|f| f.parse().expect("a ceiling child's figures"))
+            .collect();
+        let [published, acked, cpu] = fields[..] else {
+            panic!("a ceiling child printed `{line}`");
+        };
+        first = first.min(published as u64);
+        last = last.max(acked as u64);
+        cpu_s += cpu;
+        assert!(child.wait().await.expect("wait").success());
+    }
+    delete_queues(connection, &queues.all()).await;
+    Ceiling {
+        elapsed: Duration::from_micros(last - first),
+        cpu_s,
+    }
+}
+
+/// In a ceiling child (started by [`run_ceiling`]): runs it and exits. Elsewhere returns at
+/// once. Every bench that runs ceilings calls this first thing in `main`.
+pub fn serve_if_child() {
+    let Ok(client) = std::env::var(CLIENT_VAR) else {
+        return;
+    };
+    let queue = std::env::var(QUEUE_VAR).expect("the child's queue");
+    let count: u64 = std::env::var(COUNT_VAR)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .expect("the child's message count");
+    let url = amqp_url();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let ((first, last), cpu) = runtime.block_on(async {
+        match client.as_str() {
+            "lapin" => {
+                let pair = raw_lapin::Pair::open(&url, &queue).await;
+                wait_for_go();
+                measured(pair.run(count)).await
+            }
+            "amqprs" => {
+                let pair = raw_amqprs::Pair::open(&url, &queue).await;
+                wait_for_go();
+                measured(pair.run(count)).await
+            }
+            other => panic!("no raw client `{other}`"),
+        }
+    });
+    println!("{} {} {cpu}", epoch_us(first), epoch_us(last));
+    std::process::exit(0);
+}
+
+/// Says `ready` and blocks until the parent says go.
+fn wait_for_go() {
+    let mut stdout = std::io::stdout();
+    writeln!(stdout, "ready")
+        .and_then(|()| stdout.flush())
+        .expect("stdout");
+    let mut go = String::new();
+    std::io::stdin().lock().read_line(&mut go).expect("stdin");
+}
+
+/// Runs `work`, with this process's CPU seconds (all threads) it took.
+async fn measured<T>(work: impl Future<Output = T>) -> (T, f64) {
+    let before = own_cpu_s();
+    let done = work.await;
+    (done, own_cpu_s() - before)
+}
+
+/// User + system CPU seconds of this process so far, every thread, to the microsecond.
+fn own_cpu_s() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage writes a whole `rusage` into the pointer it is given.
+    let usage = unsafe {
+        assert_eq!(libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()), 0);
+        usage.assume_init()
+    };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
+}
+
+fn epoch_us(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
