@@ -55,7 +55,8 @@ bench: broker
     cargo bench
 
 # Release nnmon binaries, one per AMQP client, copied to <target>/bench-binaries/ (the
-# second build reuses the first's dependencies); prints them as NNMON_BENCH_BINARIES wants
+# second build reuses the first's dependencies), and the pipeline bench built on lapin (it
+# moves the ceiling through nnmon-broker on lapin); prints them as the bench wants them
 bench-binaries:
     #!/usr/bin/env bash
     set -euo pipefail
@@ -63,17 +64,23 @@ bench-binaries:
     mkdir -p "$target/bench-binaries"
     cargo build --release --bin nnmon --no-default-features
     cp "$target/release/nnmon" "$target/bench-binaries/nnmon-lapin"
+    bench=$(cargo bench --bench pipeline --no-default-features --no-run --message-format=json \
+        | grep -o '"executable":"[^"]*/deps/pipeline-[^"]*"' | cut -d'"' -f4 | tail -n 1)
+    cp "$bench" "$target/bench-binaries/pipeline-bench-lapin"
     cargo build --release --bin nnmon
     cp "$target/release/nnmon" "$target/bench-binaries/nnmon-amqprs"
-    echo "lapin=$target/bench-binaries/nnmon-lapin,amqprs=$target/bench-binaries/nnmon-amqprs"
+    echo "NNMON_BENCH_BINARIES=lapin=$target/bench-binaries/nnmon-lapin,amqprs=$target/bench-binaries/nnmon-amqprs"
+    echo "NNMON_BENCH_SEAMS=lapin=$target/bench-binaries/pipeline-bench-lapin"
 
 # The pipeline bench with nnmon on each client side by side, each beside a raw client of
-# the same library (the table in README's "Two AMQP clients")
+# the same library and beside the same ceiling moved through nnmon-broker (the table in
+# README's "Two AMQP clients")
 bench-clients: broker bench-binaries
     #!/usr/bin/env bash
     set -euo pipefail
     target="${CARGO_TARGET_DIR:-target}"
     NNMON_BENCH_BINARIES="lapin=$target/bench-binaries/nnmon-lapin,amqprs=$target/bench-binaries/nnmon-amqprs" \
+    NNMON_BENCH_SEAMS="lapin=$target/bench-binaries/pipeline-bench-lapin" \
         cargo bench --bench pipeline
 
 # Every shipped scenario (scenarios/*.toml) with the release build into results/latest/,

@@ -46,10 +46,11 @@ mod support;
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_group};
 use std::cell::RefCell;
+use std::path::PathBuf;
 use std::time::Duration;
-use support::ceiling::{Ceiling, run_ceiling, serve_if_child};
+use support::ceiling::{Ceiling, Mover, run_ceiling, serve_if_child};
 use support::run::{PipelineRun, Topology, median, percentile, run_pipeline};
-use support::{amqp_url, bench_binaries, connect};
+use support::{amqp_url, bench_binaries, client_paths, connect};
 use tokio::runtime::Runtime;
 
 const DEFAULT_ITEMS: u64 = 15_000;
@@ -79,11 +80,35 @@ fn long_group<'a>(c: &'a mut Criterion, name: &str, items: u64) -> BenchmarkGrou
 /// The raw clients a ceiling is run with, each nnmon build compared with its own.
 const RAW_CLIENTS: [&str; 2] = ["lapin", "amqprs"];
 
-/// One iteration: a pipeline run per nnmon binary, then a ceiling run per raw client.
+/// One iteration: a pipeline run per nnmon binary, then a ceiling run per raw client, then
+/// one through nnmon-broker per nnmon binary's client (when a bench binary of that client
+/// is at hand).
 struct Round {
     pipelines: Vec<PipelineRun>,
     /// Per raw client.
     ceilings: Vec<Ceiling>,
+    /// Per nnmon binary.
+    seams: Vec<Option<Ceiling>>,
+}
+
+/// For each nnmon binary's client, the bench binary that moves a ceiling through
+/// nnmon-broker on it: this one for the client it was built with, else one named in
+/// `NNMON_BENCH_SEAMS` (`CLIENT=PATH,...`, built by `just bench-binaries`).
+fn seam_benches(binaries: &[(String, PathBuf)]) -> Vec<Option<PathBuf>> {
+    let others = client_paths("NNMON_BENCH_SEAMS").unwrap_or_default();
+    binaries
+        .iter()
+        .map(|(client, _)| {
+            if client == nnmon_broker::CLIENT {
+                Some(std::env::current_exe().expect("the bench binary's path"))
+            } else {
+                others
+                    .iter()
+                    .find(|(other, _)| other == client)
+                    .map(|(_, path)| path.clone())
+            }
+        })
+        .collect()
 }
 
 fn pipeline_vs_ceiling(c: &mut Criterion) {
@@ -92,6 +117,8 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
         return;
     }
     let binaries = bench_binaries();
+    let seams = seam_benches(&binaries);
+    let this_bench = std::env::current_exe().expect("the bench binary's path");
     let runtime = Runtime::new().expect("tokio runtime");
     let url = amqp_url();
     let items = items();
@@ -106,6 +133,18 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
         "ceilings: raw {} (a child process per queue)",
         RAW_CLIENTS.join(", raw ")
     );
+    for ((client, _), seam) in binaries.iter().zip(&seams) {
+        match seam {
+            Some(bench) => eprintln!(
+                "ceiling through nnmon-broker on {client}: {}",
+                bench.display()
+            ),
+            None => eprintln!(
+                "no ceiling through nnmon-broker on {client}: no bench binary built with it \
+                 (NNMON_BENCH_SEAMS; `just bench-clients` builds one)"
+            ),
+        }
+    }
 
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     let rate = |elapsed: Duration| items as f64 / elapsed.as_secs_f64();
@@ -113,7 +152,8 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
     let mut group = long_group(c, "pipeline", items);
     group.bench_function("items", |b| {
         b.to_async(&runtime).iter_custom(|iters| {
-            let (connection, url, rounds, binaries) = (&connection, &url, &rounds, &binaries);
+            let (connection, url, rounds, binaries, seams, this_bench) =
+                (&connection, &url, &rounds, &binaries, &seams, &this_bench);
             async move {
                 // Criterion gets the pipelines' time; the ceilings' go to the summary.
                 let mut total = Duration::ZERO;
@@ -142,7 +182,10 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                     }
                     let mut ceilings = Vec::new();
                     for raw in RAW_CLIENTS {
-                        let ceiling = run_ceiling(connection, url, items, "classic", raw).await;
+                        let mover = Mover::raw(raw).expect("a raw client");
+                        let ceiling =
+                            run_ceiling(connection, url, items, "classic", mover, this_bench)
+                                .await;
                         eprintln!(
                             "round {n}: raw {raw} ceiling {:.2?} = {:.0} items/s (x3 queues), CPU {:.2} s",
                             ceiling.elapsed,
@@ -151,9 +194,27 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                         );
                         ceilings.push(ceiling);
                     }
+                    let mut through_seam = Vec::new();
+                    for ((client, _), seam) in binaries.iter().zip(seams) {
+                        let Some(bench) = seam else {
+                            through_seam.push(None);
+                            continue;
+                        };
+                        let ceiling =
+                            run_ceiling(connection, url, items, "classic", Mover::Seam, bench)
+                                .await;
+                        eprintln!(
+                            "round {n}: nnmon-broker on {client} ceiling {:.2?} = {:.0} items/s (x3 queues), CPU {:.2} s",
+                            ceiling.elapsed,
+                            rate(ceiling.elapsed),
+                            ceiling.cpu_s,
+                        );
+                        through_seam.push(Some(ceiling));
+                    }
                     rounds.borrow_mut().push(Round {
                         pipelines,
                         ceilings,
+                        seams: through_seam,
                     });
                 }
                 total
@@ -182,83 +243,67 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
         ""
     };
     let per_item_us = |seconds: f64| seconds * 1e6 / items as f64;
+    // Ratios are taken within each round, then their median; "-" where a side is missing.
+    let median_of = |values: Vec<Option<f64>>, digits: usize| -> String {
+        let values: Option<Vec<f64>> = values.into_iter().collect();
+        match values {
+            Some(values) if !values.is_empty() => format!("{:.digits$}", median(&values)),
+            _ => "-".into(),
+        }
+    };
     println!(
         "nnmon vs the raw client of the same library, {items} items per run, medians of {n} round(s){warm_up}; \
          items/s timed from the first message published to the last handled; CPU from /proc \
-         (nnmon: features + model + metric from features' start to the last row; raw: its three \
-         processes during their run, 3 publishes + 3 consumes per item like a pipeline item)"
+         (nnmon: features + model + metric from features' start to the last row) and getrusage \
+         (a ceiling: its three processes during their run, 3 publishes + 3 consumes per item \
+         like a pipeline item; raw: the client alone; nnmon-broker: nnmon's AMQP layer on it)"
     );
     println!(
         "| client | nnmon items/s | raw items/s | items/s ratio | latency p50 / p99 ms | \
-         nnmon CPU µs/item: features / model / metric = total | raw CPU µs/item | CPU ratio |"
+         nnmon CPU µs/item: features / model / metric = total | raw CPU µs/item | services / raw CPU | \
+         nnmon-broker CPU µs/item | nnmon-broker / raw CPU |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     for (index, (client, _)) in binaries.iter().enumerate() {
         let raw = RAW_CLIENTS.iter().position(|r| r == client);
-        let runs: Vec<&PipelineRun> = measured.iter().map(|r| &r.pipelines[index]).collect();
-        let nnmon_rate = median(&runs.iter().map(|r| rate(r.elapsed)).collect::<Vec<_>>());
-        let cpu = |i: usize| {
-            median(
-                &runs
-                    .iter()
-                    .map(|r| per_item_us(r.cpu[i]))
-                    .collect::<Vec<_>>(),
-            )
+        // A ceiling's time and CPU seconds.
+        let raw_of = |round: &Round| raw.map(|raw| round.ceilings[raw].figures());
+        let seam_of = |round: &Round| round.seams[index].as_ref().map(Ceiling::figures);
+        let services_cpu = |round: &Round| {
+            let cpu = &round.pipelines[index].cpu;
+            cpu[0] + cpu[1] + cpu[2]
         };
-        let total = median(
-            &runs
-                .iter()
-                .map(|r| per_item_us(r.cpu[0] + r.cpu[1] + r.cpu[2]))
-                .collect::<Vec<_>>(),
-        );
-        let mut latencies: Vec<u64> = runs
+        let each = |f: &dyn Fn(&Round) -> Option<f64>| measured.iter().map(f).collect::<Vec<_>>();
+        let nnmon_rate = each(&|r| Some(rate(r.pipelines[index].elapsed)));
+        let service_cpu =
+            |i: usize| median_of(each(&|r| Some(per_item_us(r.pipelines[index].cpu[i]))), 1);
+        let mut latencies: Vec<u64> = measured
             .iter()
-            .flat_map(|r| r.latencies_us.iter().copied())
+            .flat_map(|r| r.pipelines[index].latencies_us.iter().copied())
             .collect();
         latencies.sort_unstable();
-        let (raw_rate, raw_cpu, rate_ratio, cpu_ratio) = match raw {
-            Some(raw) => {
-                let ceilings: Vec<&Ceiling> = measured.iter().map(|r| &r.ceilings[raw]).collect();
-                // The ratios are taken within each round, then their median.
-                let rate_ratios: Vec<f64> = measured
-                    .iter()
-                    .map(|r| rate(r.pipelines[index].elapsed) / rate(r.ceilings[raw].elapsed))
-                    .collect();
-                let cpu_ratios: Vec<f64> = measured
-                    .iter()
-                    .map(|r| {
-                        let p = &r.pipelines[index];
-                        (p.cpu[0] + p.cpu[1] + p.cpu[2]) / r.ceilings[raw].cpu_s
-                    })
-                    .collect();
-                (
-                    format!(
-                        "{:.0}",
-                        median(&ceilings.iter().map(|c| rate(c.elapsed)).collect::<Vec<_>>())
-                    ),
-                    format!(
-                        "{:.1}",
-                        median(
-                            &ceilings
-                                .iter()
-                                .map(|c| per_item_us(c.cpu_s))
-                                .collect::<Vec<_>>()
-                        )
-                    ),
-                    format!("{:.2}", median(&rate_ratios)),
-                    format!("{:.2}", median(&cpu_ratios)),
-                )
-            }
-            None => ("-".into(), "-".into(), "-".into(), "-".into()),
-        };
         println!(
-            "| {client} | {nnmon_rate:.0} | {raw_rate} | {rate_ratio} | {:.1} / {:.1} | \
-             {:.1} / {:.1} / {:.1} = {total:.1} | {raw_cpu} | {cpu_ratio} |",
+            "| {client} | {} | {} | {} | {:.1} / {:.1} | {} / {} / {} = {} | {} | {} | {} | {} |",
+            median_of(nnmon_rate, 0),
+            median_of(each(&|r| raw_of(r).map(|(elapsed, _)| rate(elapsed))), 0),
+            median_of(
+                each(&|r| raw_of(r)
+                    .map(|(elapsed, _)| rate(r.pipelines[index].elapsed) / rate(elapsed))),
+                2
+            ),
             percentile(&latencies, 50.0) as f64 / 1000.0,
             percentile(&latencies, 99.0) as f64 / 1000.0,
-            cpu(0),
-            cpu(1),
-            cpu(2),
+            service_cpu(0),
+            service_cpu(1),
+            service_cpu(2),
+            median_of(each(&|r| Some(per_item_us(services_cpu(r)))), 1),
+            median_of(each(&|r| raw_of(r).map(|(_, cpu)| per_item_us(cpu))), 1),
+            median_of(
+                each(&|r| raw_of(r).map(|(_, cpu)| services_cpu(r) / cpu)),
+                2
+            ),
+            median_of(each(&|r| seam_of(r).map(|(_, cpu)| per_item_us(cpu))), 1),
+            median_of(each(&|r| Some(seam_of(r)?.1 / raw_of(r)?.1)), 2),
         );
     }
 }

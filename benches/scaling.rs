@@ -24,7 +24,7 @@ mod support;
 
 use std::path::Path;
 use std::process::Command;
-use support::ceiling::{run_ceiling, serve_if_child};
+use support::ceiling::{Mover, run_ceiling, serve_if_child};
 use support::run::{Topology, median, percentile, run_pipeline};
 use support::{amqp_url, connect, nnmon_binary};
 use tokio::runtime::Runtime;
@@ -188,7 +188,8 @@ async fn measure(
             broker.first_url(),
             items,
             topology.queue_type,
-            nnmon_broker::CLIENT,
+            Mover::raw(nnmon_broker::CLIENT).expect("a raw client of nnmon's library"),
+            &std::env::current_exe().expect("the bench binary's path"),
         )
         .await
         .elapsed;

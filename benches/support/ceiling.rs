@@ -1,11 +1,12 @@
 //! The bare broker's ceiling: the messages of `items` pipeline items (one per queue on
-//! each of three durable queues, at once) moved by a raw client, lapin
-//! ([`raw_lapin`](super::raw_lapin)) or amqprs ([`raw_amqprs`](super::raw_amqprs)), with
-//! nnmon's guarantees: persistent mandatory messages, confirms awaited in windows,
-//! prefetch and batched `multiple` acks.
+//! each of three durable queues, at once) moved with nnmon's guarantees (persistent
+//! mandatory messages, confirms awaited in windows, prefetch and batched `multiple` acks)
+//! by a [`Mover`]: a raw client, lapin ([`raw_lapin`](super::raw_lapin)) or amqprs
+//! ([`raw_amqprs`](super::raw_amqprs)), or nnmon's own AMQP layer ([`seam`](super::seam)).
 //!
-//! Each queue's publisher and consumer run in a child process of their own: this bench
-//! binary again, started with [`CLIENT_VAR`] set, on a current-thread tokio runtime. That
+//! Each queue's publisher and consumer run in a child process of their own: a bench
+//! binary (this one, or one built with the other client for the seam), started with
+//! [`MOVER_VAR`] set, on a current-thread tokio runtime. That
 //! is how nnmon's three services run (one process each, one runtime thread each), so the
 //! raw clients' CPU per item is measured as nnmon's is, and not on the bench's own
 //! multi-threaded runtime, whose wake-ups across threads would add to it.
@@ -17,30 +18,67 @@
 //! from the first message published by any child to the last acked by any.
 
 use super::run::{ITERATION_TIMEOUT, fresh_prefix};
-use super::{amqp_url, delete_queues, raw_amqprs, raw_lapin};
+use super::{amqp_url, delete_queues, raw_amqprs, raw_lapin, seam};
 use lapin::Connection;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use nnmon_proto::QueueNames;
 use std::io::{BufRead, Write};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-/// Set in a child: the raw client it runs (`lapin` or `amqprs`).
-const CLIENT_VAR: &str = "NNMON_BENCH_CEILING_CLIENT";
+/// Set in a child: what moves its messages ([`Mover::name`]).
+const MOVER_VAR: &str = "NNMON_BENCH_CEILING_MOVER";
 /// Set in a child: the queue it publishes to and consumes from.
 const QUEUE_VAR: &str = "NNMON_BENCH_CEILING_QUEUE";
 /// Set in a child: how many messages it moves.
 const COUNT_VAR: &str = "NNMON_BENCH_CEILING_COUNT";
 
+/// What moves a ceiling's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mover {
+    RawLapin,
+    RawAmqprs,
+    /// nnmon-broker's `Publisher` and `Inbox`, on the client the child binary was built
+    /// with.
+    Seam,
+}
+
+impl Mover {
+    /// The raw client of a library (`lapin` or `amqprs`).
+    pub fn raw(client: &str) -> Option<Self> {
+        match client {
+            "lapin" => Some(Self::RawLapin),
+            "amqprs" => Some(Self::RawAmqprs),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::RawLapin => "raw-lapin",
+            Self::RawAmqprs => "raw-amqprs",
+            Self::Seam => "nnmon-broker",
+        }
+    }
+}
+
 /// One ceiling run.
 pub struct Ceiling {
     /// From the first message published to the last acked.
     pub elapsed: Duration,
-    /// CPU seconds of the raw clients (all three children) during that.
+    /// CPU seconds of the three children during that.
     pub cpu_s: f64,
+}
+
+impl Ceiling {
+    /// Its time and CPU seconds.
+    pub fn figures(&self) -> (Duration, f64) {
+        (self.elapsed, self.cpu_s)
+    }
 }
 
 /// A ceiling run's three durable queues of `queue_type`, on fresh names.
@@ -66,21 +104,22 @@ async fn declare_queues(connection: &Connection, queue_type: &str) -> QueueNames
     queues
 }
 
-/// One run of the bare broker with raw `client` (`lapin` or `amqprs`) at `url` (one URL;
-/// `connection` is to it, for declaring and deleting the queues).
+/// One run of the bare broker by `mover` at `url` (one URL; `connection` is to it, for
+/// declaring and deleting the queues), its children started from the bench binary `bench`
+/// (this one: `std::env::current_exe()`).
 pub async fn run_ceiling(
     connection: &Connection,
     url: &str,
     items: u64,
     queue_type: &str,
-    client: &str,
+    mover: Mover,
+    bench: &Path,
 ) -> Ceiling {
     let queues = declare_queues(connection, queue_type).await;
-    let bench = std::env::current_exe().expect("the bench binary's path");
     let mut children = Vec::new();
     for queue in [&queues.features, &queues.y_true, &queues.y_pred] {
-        let mut child = Command::new(&bench)
-            .env(CLIENT_VAR, client)
+        let mut child = Command::new(bench)
+            .env(MOVER_VAR, mover.name())
             .env(QUEUE_VAR, queue.as_str())
             .env(COUNT_VAR, items.to_string())
             .env("AMQP_URL", url)
@@ -134,7 +173,7 @@ pub async fn run_ceiling(
 /// In a ceiling child (started by [`run_ceiling`]): runs it and exits. Elsewhere returns at
 /// once. Every bench that runs ceilings calls this first thing in `main`.
 pub fn serve_if_child() {
-    let Ok(client) = std::env::var(CLIENT_VAR) else {
+    let Ok(mover) = std::env::var(MOVER_VAR) else {
         return;
     };
     let queue = std::env::var(QUEUE_VAR).expect("the child's queue");
@@ -148,18 +187,23 @@ pub fn serve_if_child() {
         .build()
         .expect("tokio runtime");
     let ((first, last), cpu) = runtime.block_on(async {
-        match client.as_str() {
-            "lapin" => {
+        match mover.as_str() {
+            "raw-lapin" => {
                 let pair = raw_lapin::Pair::open(&url, &queue).await;
                 wait_for_go();
                 measured(pair.run(count)).await
             }
-            "amqprs" => {
+            "raw-amqprs" => {
                 let pair = raw_amqprs::Pair::open(&url, &queue).await;
                 wait_for_go();
                 measured(pair.run(count)).await
             }
-            other => panic!("no raw client `{other}`"),
+            "nnmon-broker" => {
+                let pair = seam::Pair::open(&url, &queue).await;
+                wait_for_go();
+                measured(pair.run(count)).await
+            }
+            other => panic!("no ceiling mover `{other}`"),
         }
     });
     println!("{} {} {cpu}", epoch_us(first), epoch_us(last));

@@ -7,6 +7,7 @@ pub mod ceiling;
 pub mod raw_amqprs;
 pub mod raw_lapin;
 pub mod run;
+pub mod seam;
 
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
@@ -41,20 +42,28 @@ pub fn nnmon_binary() -> PathBuf {
 /// `NNMON_BENCH_BINARIES` as `CLIENT=PATH,CLIENT=PATH` (what `just bench-binaries`
 /// builds), else [`nnmon_binary`] with the client this bench was built with.
 pub fn bench_binaries() -> Vec<(String, PathBuf)> {
-    match std::env::var("NNMON_BENCH_BINARIES") {
-        Ok(list) if !list.trim().is_empty() => list
-            .split(',')
-            .map(|entry| {
-                let (client, path) = entry.split_once('=').unwrap_or_else(|| {
-                    panic!("NNMON_BENCH_BINARIES: `{entry}` is not CLIENT=PATH")
-                });
-                let path = PathBuf::from(path.trim());
-                assert!(path.is_file(), "{} does not exist", path.display());
-                (client.trim().to_owned(), path)
-            })
-            .collect(),
-        _ => vec![(nnmon_broker::CLIENT.to_owned(), nnmon_binary())],
-    }
+    client_paths("NNMON_BENCH_BINARIES")
+        .unwrap_or_else(|| vec![(nnmon_broker::CLIENT.to_owned(), nnmon_binary())])
+}
+
+/// `CLIENT=PATH,CLIENT=PATH` from the variable `name`, each path checked; `None` when it
+/// is unset or empty.
+pub fn client_paths(name: &str) -> Option<Vec<(String, PathBuf)>> {
+    let list = std::env::var(name)
+        .ok()
+        .filter(|list| !list.trim().is_empty())?;
+    let entries = list
+        .split(',')
+        .map(|entry| {
+            let (client, path) = entry
+                .split_once('=')
+                .unwrap_or_else(|| panic!("{name}: `{entry}` is not CLIENT=PATH"));
+            let path = PathBuf::from(path.trim());
+            assert!(path.is_file(), "{name}: {} does not exist", path.display());
+            (client.trim().to_owned(), path)
+        })
+        .collect();
+    Some(entries)
 }
 
 pub async fn connect(url: &str) -> Connection {
