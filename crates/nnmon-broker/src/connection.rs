@@ -58,7 +58,8 @@ pub enum BrokerError {
     /// short strings hold (255 bytes): refused before it reaches the client (amqprs would
     /// panic, lapin send a malformed frame). Permanent: the same name fails every time.
     #[error(
-        "the {what} `{start}...` is {bytes} bytes long, and AMQP carries at most {MAX_NAME_BYTES};          shorten it (queue and exchange names: --queue-prefix / NNMON_QUEUE_PREFIX)"
+        "the {what} `{start}...` is {bytes} bytes long, and AMQP carries at most {MAX_NAME_BYTES}; \
+         shorten it"
     )]
     TooLong {
         what: &'static str,
@@ -89,14 +90,17 @@ pub(crate) fn short_string(what: &'static str, value: &str) -> Result<(), Broker
 }
 
 impl BrokerError {
-    /// Whether retrying cannot help: a refusal (see [`is_refusal`]) or a TLS problem.
+    /// Whether retrying cannot help: a refusal (see [`is_refusal`]), a TLS problem, or a
+    /// broker setting the client cannot keep.
     pub fn is_permanent(&self) -> bool {
         match self {
             Self::Refused { .. }
             | Self::Tls(_)
             | Self::QueueTypeMismatch { .. }
             | Self::TooLong { .. } => true,
-            Self::Amqp(error) => is_refusal(error) || tls::is_certificate_problem(error),
+            Self::Amqp(error) => {
+                is_refusal(error) || tls::is_certificate_problem(error) || error.is_unsupported()
+            }
             _ => false,
         }
     }
@@ -127,24 +131,27 @@ pub fn is_refusal(error: &AmqpError) -> bool {
 
 /// The broker's text when `error` refuses this user for good. At login (`connecting`)
 /// NOT_ALLOWED (530) counts too: RabbitMQ answers a missing vhost, or one the user has
-/// no permissions on, with it — but not its `vhost X is down`: a vhost whose processes
-/// stopped (it is restarted by the broker, or by an operator) is a passing state, retried
-/// like an unreachable broker. Later, NOT_ALLOWED means something else and is not
-/// permanent.
+/// no permissions on, with it — but not a connection limit reached (of the node, the vhost
+/// or the user) or one it could not check in time: those pass as connections close, and
+/// are retried like an unreachable broker. (A vhost that is down, restarting, comes as
+/// INTERNAL_ERROR, 541, which is retried too.) Later, NOT_ALLOWED means something else and
+/// is not permanent.
 fn refusal_reason(error: &AmqpError, connecting: bool) -> Option<String> {
     let (code, text) = error.reply()?;
     let refused = match code {
         ACCESS_REFUSED => true,
-        NOT_ALLOWED => connecting && !is_vhost_down(text),
+        NOT_ALLOWED => connecting && !is_passing_limit(text),
         _ => false,
     };
     refused.then(|| text.to_owned())
 }
 
-/// Whether a NOT_ALLOWED text is RabbitMQ's `NOT_ALLOWED - vhost X is down` (the vhost
-/// exists but its supervisor is not running), not a missing or forbidden vhost.
-fn is_vhost_down(text: &str) -> bool {
-    text.contains("vhost") && text.trim_end().ends_with("is down")
+/// Whether a NOT_ALLOWED text at login is one of RabbitMQ's connection limits (`node
+/// connection limit (N) is reached`, `... connection limit (N) is reached` of a vhost or
+/// user) or `connection limit cannot be queried, timeout`, not a missing or forbidden vhost.
+fn is_passing_limit(text: &str) -> bool {
+    text.contains("connection limit")
+        && (text.contains("is reached") || text.contains("cannot be queried"))
 }
 
 /// AMQP reply codes nnmon tells apart.
@@ -542,9 +549,7 @@ mod tests {
         assert!(error.is_permanent());
         let text = error.to_string();
         assert!(
-            text.contains("queue name")
-                && text.contains("256 bytes")
-                && text.contains("--queue-prefix"),
+            text.contains("queue name") && text.contains("256 bytes"),
             "{text}"
         );
         assert!(text.len() < 400, "{text}");
@@ -576,16 +581,34 @@ mod tests {
             "NOT_ALLOWED - access to vhost 'staging' refused for user 'ops'",
         );
         assert!(BrokerError::classify(forbidden, &url, true).is_permanent());
-        // A vhost that is down (restarting) is retried: transient on either client.
-        let down = || AmqpError::from_reply(NOT_ALLOWED, "NOT_ALLOWED - vhost staging is down");
-        let classified = BrokerError::classify(down(), &url, true);
-        assert!(
-            matches!(classified, BrokerError::Amqp(_)) && !classified.is_permanent(),
-            "{classified:?}"
-        );
-        assert!(!is_refusal(&down()));
-        let down_root = AmqpError::from_reply(NOT_ALLOWED, "NOT_ALLOWED - vhost / is down");
-        assert!(!BrokerError::classify(down_root, &url, true).is_permanent());
+        // A vhost that is down (restarting; RabbitMQ says so with INTERNAL_ERROR, 541) and
+        // a connection limit reached are retried: transient on either client.
+        let passing = [
+            (
+                541,
+                "INTERNAL_ERROR - access to vhost 'staging' refused for user 'ops': vhost 'staging' is down",
+            ),
+            (
+                NOT_ALLOWED,
+                "NOT_ALLOWED - access to vhost 'staging' refused for user 'ops': connection limit (10) is reached",
+            ),
+            (
+                NOT_ALLOWED,
+                "NOT_ALLOWED - node connection limit (500) is reached",
+            ),
+            (
+                NOT_ALLOWED,
+                "NOT_ALLOWED - connection limit cannot be queried, timeout",
+            ),
+        ];
+        for (code, text) in passing {
+            let classified = BrokerError::classify(AmqpError::from_reply(code, text), &url, true);
+            assert!(
+                matches!(classified, BrokerError::Amqp(_)) && !classified.is_permanent(),
+                "{text}: {classified:?}"
+            );
+            assert!(!is_refusal(&AmqpError::from_reply(code, text)));
+        }
         // NOT_ALLOWED after the login is about something else (and says so itself).
         assert!(!BrokerError::classify(vhost(), &url, false).is_permanent());
         // ACCESS_REFUSED later on: missing permissions for what was asked.

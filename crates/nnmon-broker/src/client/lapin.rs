@@ -32,6 +32,12 @@ pub(crate) fn reply(error: &Error) -> Option<(u16, &str)> {
     }
 }
 
+/// Whether `error` is a setting lapin cannot work with: none (it keeps every heartbeat
+/// interval).
+pub(crate) fn unsupported(_: &Error) -> bool {
+    false
+}
+
 /// The error a broker's reply `code` and `text` make (for tests of classification).
 #[cfg(test)]
 pub(crate) fn reply_error(code: u16, text: &str) -> Error {

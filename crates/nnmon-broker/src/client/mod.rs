@@ -32,6 +32,12 @@ impl AmqpError {
         reply(&self.0)
     }
 
+    /// Whether the broker asked for something the compiled-in client cannot keep (amqprs:
+    /// a heartbeat under 2 s): permanent, as retrying cannot help.
+    pub(crate) fn is_unsupported(&self) -> bool {
+        unsupported(&self.0)
+    }
+
     /// The rustls error somewhere in this error's chain (the socket's I/O error wraps the
     /// TLS one).
     pub(crate) fn rustls_error(&self) -> Option<&rustls::Error> {

@@ -67,8 +67,9 @@ fn is_socket_failure(text: &str) -> bool {
     .any(|marker| text.contains(marker))
 }
 
-/// The reply in amqprs 2.1's `failed to open connection, reason: Close(0, Close {
-/// reply_code: 530, reply_text: ShortStr(len, "..."), .. })` (its frame's `Debug`).
+/// The reply in amqprs 2.1's `failed to open connection, reason: Close(MethodHeader {
+/// .. }, Close { reply_code: 530, reply_text: ShortStr(len, "..."), .. })` (its frame's
+/// `Debug`).
 fn open_close_reply(text: &str) -> Option<Reply> {
     let (_, close) = text.split_once("reason: Close(")?;
     let (_, after_code) = close.split_once("reply_code: ")?;
@@ -276,7 +277,10 @@ mod tests {
     #[test]
     fn a_close_answering_connection_open_is_read_from_amqprs_message() {
         for (code, text) in [
-            (530, "NOT_ALLOWED - vhost staging is down"),
+            (
+                541,
+                "INTERNAL_ERROR - access to vhost 'staging' refused for user 'ops': vhost 'staging' is down",
+            ),
             (
                 530,
                 "NOT_ALLOWED - access to vhost 'a \"b\"' refused for user 'ops'",
@@ -286,10 +290,11 @@ mod tests {
                 "CONNECTION_FORCED - broker forced connection closure with reason 'shutdown'",
             ),
         ] {
-            // amqprs 2.1.5's words, with its own ShortStr's Debug.
+            // amqprs 2.1.5's words: its frame's Debug (`Frame::Close(&MethodHeader, Close)`),
+            // with its own ShortStr's Debug.
             let short = amqprs::ShortStr::try_from(text).expect("short");
             let message = format!(
-                "failed to open connection, reason: Close(0, Close {{ reply_code: {code}, reply_text: {short:?}, class_id: 10, method_id: 40 }})"
+                "failed to open connection, reason: Close(MethodHeader {{ class_id: 10, method_id: 50 }}, Close {{ reply_code: {code}, reply_text: {short:?}, class_id: 10, method_id: 40 }})"
             );
             let error = amqprs::error::Error::ConnectionOpenError(message);
             assert_eq!(

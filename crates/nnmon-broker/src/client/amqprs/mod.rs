@@ -54,12 +54,20 @@ pub(crate) enum Error {
     /// A channel or the connection ended without a reply (a lost connection).
     #[error("{0}")]
     Ended(&'static str),
+    /// The broker asked for something amqprs cannot keep: retrying cannot help.
+    #[error("{0}")]
+    Unsupported(&'static str),
 }
 
 impl From<std::io::Error> for Error {
     fn from(error: std::io::Error) -> Self {
         Self::Io(error)
     }
+}
+
+/// Whether `error` is a setting amqprs cannot work with (see [`Error::Unsupported`]).
+pub(crate) fn unsupported(error: &Error) -> bool {
+    matches!(error, Error::Unsupported(_))
 }
 
 pub(crate) fn reply(error: &Error) -> Option<(u16, &str)> {
@@ -307,7 +315,7 @@ impl Connection {
         // `url::heartbeat_problem`) lowers the negotiated interval to it.
         if connection.heartbeat() < crate::url::MIN_HEARTBEAT_SECS {
             let _ = connection.close().await;
-            return Err(AmqpError(Error::Ended(
+            return Err(AmqpError(Error::Unsupported(
                 "the broker's heartbeat setting is below 2 s, which the amqprs client cannot keep (it would send heartbeats without pause); raise it on the broker, or build nnmon on lapin (--no-default-features)",
             )));
         }
