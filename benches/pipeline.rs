@@ -49,7 +49,7 @@ use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
 use support::ceiling::{Ceiling, Mover, run_ceiling, serve_if_child};
-use support::run::{PipelineRun, Topology, median, percentile, run_pipeline};
+use support::run::{PipelineRun, Topology, WINDOW, median, percentile, run_pipeline};
 use support::{amqp_url, bench_binaries, client_paths, connect};
 use tokio::runtime::Runtime;
 
@@ -184,7 +184,7 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                     for raw in RAW_CLIENTS {
                         let mover = Mover::raw(raw).expect("a raw client");
                         let ceiling =
-                            run_ceiling(connection, url, items, "classic", mover, this_bench)
+                            run_ceiling(connection, url, items, "classic", WINDOW as u16, mover, this_bench)
                                 .await;
                         eprintln!(
                             "round {n}: raw {raw} ceiling {:.2?} = {:.0} items/s (x3 queues), CPU {:.2} s",
@@ -201,7 +201,7 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                             continue;
                         };
                         let ceiling =
-                            run_ceiling(connection, url, items, "classic", Mover::Seam, bench)
+                            run_ceiling(connection, url, items, "classic", WINDOW as u16, Mover::Seam, bench)
                                 .await;
                         eprintln!(
                             "round {n}: nnmon-broker on {client} ceiling {:.2?} = {:.0} items/s (x3 queues), CPU {:.2} s",

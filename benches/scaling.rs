@@ -188,6 +188,7 @@ async fn measure(
             broker.first_url(),
             items,
             topology.queue_type,
+            topology.prefetch,
             Mover::raw(nnmon_broker::CLIENT).expect("a raw client of nnmon's library"),
             &std::env::current_exe().expect("the bench binary's path"),
         )

@@ -23,7 +23,7 @@ use lapin::Connection;
 use lapin::options::QueueDeclareOptions;
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use nnmon_proto::QueueNames;
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -36,6 +36,8 @@ const MOVER_VAR: &str = "NNMON_BENCH_CEILING_MOVER";
 const QUEUE_VAR: &str = "NNMON_BENCH_CEILING_QUEUE";
 /// Set in a child: how many messages it moves.
 const COUNT_VAR: &str = "NNMON_BENCH_CEILING_COUNT";
+/// Set in a child: its confirm window and prefetch.
+const WINDOW_VAR: &str = "NNMON_BENCH_CEILING_WINDOW";
 
 /// What moves a ceiling's messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -105,13 +107,15 @@ async fn declare_queues(connection: &Connection, queue_type: &str) -> QueueNames
 }
 
 /// One run of the bare broker by `mover` at `url` (one URL; `connection` is to it, for
-/// declaring and deleting the queues), its children started from the bench binary `bench`
-/// (this one: `std::env::current_exe()`).
+/// declaring and deleting the queues), with a confirm window and prefetch of `window` (the
+/// pipeline's), its children started from the bench binary `bench` (this one:
+/// `std::env::current_exe()`).
 pub async fn run_ceiling(
     connection: &Connection,
     url: &str,
     items: u64,
     queue_type: &str,
+    window: u16,
     mover: Mover,
     bench: &Path,
 ) -> Ceiling {
@@ -122,6 +126,7 @@ pub async fn run_ceiling(
             .env(MOVER_VAR, mover.name())
             .env(QUEUE_VAR, queue.as_str())
             .env(COUNT_VAR, items.to_string())
+            .env(WINDOW_VAR, window.to_string())
             .env("AMQP_URL", url)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -181,6 +186,10 @@ pub fn serve_if_child() {
         .ok()
         .and_then(|n| n.parse().ok())
         .expect("the child's message count");
+    let window: u16 = std::env::var(WINDOW_VAR)
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .expect("the child's window");
     let url = amqp_url();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -189,18 +198,18 @@ pub fn serve_if_child() {
     let ((first, last), cpu) = runtime.block_on(async {
         match mover.as_str() {
             "raw-lapin" => {
-                let pair = raw_lapin::Pair::open(&url, &queue).await;
-                wait_for_go();
+                let pair = raw_lapin::Pair::open(&url, &queue, window).await;
+                wait_for_go().await;
                 measured(pair.run(count)).await
             }
             "raw-amqprs" => {
-                let pair = raw_amqprs::Pair::open(&url, &queue).await;
-                wait_for_go();
+                let pair = raw_amqprs::Pair::open(&url, &queue, window).await;
+                wait_for_go().await;
                 measured(pair.run(count)).await
             }
             "nnmon-broker" => {
-                let pair = seam::Pair::open(&url, &queue).await;
-                wait_for_go();
+                let pair = seam::Pair::open(&url, &queue, window).await;
+                wait_for_go().await;
                 measured(pair.run(count)).await
             }
             other => panic!("no ceiling mover `{other}`"),
@@ -210,14 +219,24 @@ pub fn serve_if_child() {
     std::process::exit(0);
 }
 
-/// Says `ready` and blocks until the parent says go.
-fn wait_for_go() {
+/// Says `ready` and waits until the parent says go, the client's tasks running meanwhile
+/// (heartbeats). A parent gone before that (stdin closed) ends the child.
+async fn wait_for_go() {
     let mut stdout = std::io::stdout();
     writeln!(stdout, "ready")
         .and_then(|()| stdout.flush())
         .expect("stdout");
-    let mut go = String::new();
-    std::io::stdin().lock().read_line(&mut go).expect("stdin");
+    let go = tokio::task::spawn_blocking(|| {
+        let mut go = String::new();
+        std::io::stdin().read_line(&mut go).map(|_| go)
+    })
+    .await
+    .expect("the stdin reader")
+    .expect("stdin");
+    if go.trim() != "go" {
+        eprintln!("ceiling child: no go from the bench; exiting");
+        std::process::exit(1);
+    }
 }
 
 /// Runs `work`, with this process's CPU seconds (all threads) it took.

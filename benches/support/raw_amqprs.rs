@@ -2,7 +2,7 @@
 //! the same clock as [`raw_lapin`](super::raw_lapin), so that nnmon on amqprs is compared
 //! with amqprs alone (see [`ceiling`](super::ceiling)).
 
-use super::run::{BODY_BYTES, WINDOW};
+use super::run::BODY_BYTES;
 use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
@@ -68,6 +68,7 @@ async fn publish(
     channel: Channel,
     mut confirms: mpsc::UnboundedReceiver<(u64, bool, bool)>,
     queue: String,
+    window: u64,
     count: u64,
 ) -> SystemTime {
     let body = vec![b'x'; BODY_BYTES];
@@ -90,7 +91,7 @@ async fn publish(
     };
     let first = SystemTime::now();
     for published in 0..count {
-        while published - settled >= WINDOW as u64 {
+        while published - settled >= window {
             let event = confirms.recv().await.expect("the channel closed");
             confirm(event, &mut settled);
         }
@@ -156,11 +157,13 @@ pub struct Pair {
         mpsc::UnboundedReceiver<ConsumerMessage>,
     ),
     queue: String,
+    window: u16,
 }
 
 impl Pair {
-    /// Connects both sides: a confirm-mode channel, and a consumer with nnmon's prefetch.
-    pub async fn open(url: &str, queue: &str) -> Self {
+    /// Connects both sides: a confirm-mode channel allowing `window` unconfirmed messages,
+    /// and a consumer with as much prefetch.
+    pub async fn open(url: &str, queue: &str, window: u16) -> Self {
         let publisher = open(url).await;
         let channel = publisher.open_channel(None).await.expect("channel");
         let (sender, confirms) = mpsc::unbounded_channel();
@@ -175,7 +178,7 @@ impl Pair {
         let consumer = open(url).await;
         let consuming = consumer.open_channel(None).await.expect("channel");
         consuming
-            .basic_qos(BasicQosArguments::new(0, WINDOW as u16, false))
+            .basic_qos(BasicQosArguments::new(0, window, false))
             .await
             .expect("qos");
         let (_, deliveries) = consuming
@@ -186,6 +189,7 @@ impl Pair {
             publisher: (publisher, channel, confirms),
             consumer: (consumer, consuming, deliveries),
             queue: queue.to_owned(),
+            window,
         }
     }
 
@@ -195,7 +199,14 @@ impl Pair {
         let (connection, channel, confirms) = self.publisher;
         let (consumer, consuming, deliveries) = self.consumer;
         tokio::join!(
-            publish(connection, channel, confirms, self.queue, count),
+            publish(
+                connection,
+                channel,
+                confirms,
+                self.queue,
+                self.window.into(),
+                count
+            ),
             consume(consumer, consuming, deliveries, count)
         )
     }

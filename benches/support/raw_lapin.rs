@@ -3,7 +3,7 @@
 //! its own (see [`ceiling`](super::ceiling)).
 
 use super::connect;
-use super::run::{BODY_BYTES, WINDOW};
+use super::run::BODY_BYTES;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -19,11 +19,13 @@ pub struct Pair {
     publisher: (Connection, Channel),
     consumer: (Connection, Consumer),
     queue: String,
+    window: u16,
 }
 
 impl Pair {
-    /// Connects both sides: a confirm-mode channel, and a consumer with nnmon's prefetch.
-    pub async fn open(url: &str, queue: &str) -> Self {
+    /// Connects both sides: a confirm-mode channel allowing `window` unconfirmed messages,
+    /// and a consumer with as much prefetch.
+    pub async fn open(url: &str, queue: &str, window: u16) -> Self {
         let publisher = connect(url).await;
         let channel = publisher.create_channel().await.expect("channel");
         channel
@@ -33,7 +35,7 @@ impl Pair {
         let consumer_connection = connect(url).await;
         let consuming = consumer_connection.create_channel().await.expect("channel");
         consuming
-            .basic_qos(WINDOW as u16, BasicQosOptions::default())
+            .basic_qos(window, BasicQosOptions::default())
             .await
             .expect("qos");
         let consumer = consuming
@@ -49,6 +51,7 @@ impl Pair {
             publisher: (publisher, channel),
             consumer: (consumer_connection, consumer),
             queue: queue.to_owned(),
+            window,
         }
     }
 
@@ -58,7 +61,7 @@ impl Pair {
         let (connection, channel) = self.publisher;
         let (consumer_connection, consumer) = self.consumer;
         tokio::join!(
-            publish(connection, channel, self.queue, count),
+            publish(connection, channel, self.queue, self.window.into(), count),
             consume(consumer_connection, consumer, count)
         )
     }
@@ -70,6 +73,7 @@ async fn publish(
     connection: Connection,
     channel: Channel,
     queue: String,
+    window: usize,
     count: u64,
 ) -> SystemTime {
     let body = vec![b'x'; BODY_BYTES];
@@ -77,10 +81,10 @@ async fn publish(
         mandatory: true,
         ..BasicPublishOptions::default()
     };
-    let mut in_flight: VecDeque<PublisherConfirm> = VecDeque::with_capacity(WINDOW);
+    let mut in_flight: VecDeque<PublisherConfirm> = VecDeque::with_capacity(window);
     let first = SystemTime::now();
     for _ in 0..count {
-        if in_flight.len() >= WINDOW
+        if in_flight.len() >= window
             && let Some(confirm) = in_flight.pop_front()
         {
             let confirmation = confirm.await.expect("confirm");

@@ -6,7 +6,7 @@
 //! library, it gives the CPU nnmon's client layer costs per message (see
 //! [`ceiling`](super::ceiling)).
 
-use super::run::{BODY_BYTES, WINDOW};
+use super::run::BODY_BYTES;
 use nnmon_broker::{Broker, BrokerUrls, Inbox, Properties, Publisher, RetryPolicy};
 use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
@@ -33,12 +33,13 @@ async fn connect(url: &str) -> Broker {
 }
 
 impl Pair {
-    /// Connects both sides: a publisher with nnmon's window, and an inbox with its prefetch.
-    pub async fn open(url: &str, queue: &str) -> Self {
+    /// Connects both sides: a publisher allowing `window` unconfirmed messages, and an
+    /// inbox with as much prefetch.
+    pub async fn open(url: &str, queue: &str, window: u16) -> Self {
         let publisher = connect(url).await;
-        let publishing = publisher.publisher(WINDOW).await.expect("publisher");
+        let publishing = publisher.publisher(window.into()).await.expect("publisher");
         let consumer = connect(url).await;
-        let inbox = consumer.inbox(queue, WINDOW as u16).await.expect("inbox");
+        let inbox = consumer.inbox(queue, window).await.expect("inbox");
         Self {
             publisher: (publisher, publishing),
             consumer: (consumer, inbox),
