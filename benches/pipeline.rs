@@ -1,43 +1,51 @@
-//! End-to-end throughput against a real broker, next to the broker's own ceiling, in
-//! alternating pairs.
+//! End-to-end throughput and CPU against a real broker, next to the broker's own ceiling,
+//! in alternating rounds.
 //!
-//! Each iteration runs one round: first the pipeline, then the ceiling, on fresh queues (a
-//! random prefix, deleted afterwards). Alternating keeps slow drift of the shared machine
-//! (other work, the broker's memory and disk state) out of the comparison: the two runs of a
-//! pair see nearly the same machine, so the pair's ratio is what is reported, not a ratio of
-//! two separate series.
+//! Each iteration runs one round on fresh queues (a random prefix, deleted afterwards):
+//! the pipeline once per `nnmon` build, then the ceiling with a raw lapin and a raw amqprs
+//! client, then the ceiling through nnmon-broker on each build's client. Alternating keeps
+//! slow drift of the shared machine (other work, the broker's memory and disk state) out
+//! of the comparison: the runs of a round see nearly the same machine, so ratios are taken
+//! within a round, then their median reported, not a ratio of two separate series.
 //!
 //! - pipeline: the real `nnmon` binary (`model` and `metric` running, then
 //!   `features --delay 0 --count N`) until `metric_log.csv` holds N rows.
-//! - ceiling: a raw client publisher → consumer on each of three queues at once (one per
-//!   message of an item), with nnmon's guarantees: durable queues, persistent messages,
-//!   confirms awaited in windows of 500, prefetch 500 and batched `multiple` acks; each
-//!   queue moved by a child process on a current-thread runtime, as each nnmon service
-//!   runs (`support::ceiling`).
+//! - ceiling (`support::ceiling`): a publisher → consumer on each of three queues at once
+//!   (one per message of an item), with nnmon's guarantees: durable queues, persistent
+//!   mandatory messages, confirms awaited in windows of 500, prefetch 500 and batched
+//!   `multiple` acks; each queue moved by a child process on a current-thread runtime, as
+//!   each nnmon service runs. The movers: a raw client (`support::raw_lapin`,
+//!   `support::raw_amqprs`), and nnmon-broker's `Publisher` and `Inbox` with none of the
+//!   services' work (`support::seam`), whose CPU set beside the raw client's of the same
+//!   library is what nnmon's AMQP layer costs.
 //!
-//! Both are timed the same way: **from the first message published to the last message
+//! All are timed the same way: **from the first message published to the last message
 //! handled**. Connection set-up is outside the clock on both sides: it is a fixed cost that
 //! does not grow with N (so it would bend the ratio by N), and starting a process and
 //! connecting it is not comparable with opening a connection inside a running one. The
 //! pipeline's start is the publish time carried by its first item's ID (a UUIDv7, stamped
 //! just before `features` publishes it; millisecond precision, read back from the log), its
-//! end the moment the bench sees the Nth row in `metric_log.csv` (polled every 2 ms). The
-//! ceiling's start is the first `basic_publish` of its three publishers (connections, channels
-//! and confirm mode set up before), its end the last consumer's final ack.
+//! end the moment the bench sees the Nth row in `metric_log.csv` (polled every 2 ms). A
+//! ceiling's start is the first publish of its three children (connections, channels and
+//! confirm mode set up before), its end the last consumer's final ack.
 //!
-//! Criterion runs the pairs (`iter_custom`, one pair per iteration) and reports the
-//! pipeline's time as `pipeline/items`; its first call is the warm-up pair, left out of the
-//! summary. The summary prints the median of the per-pair ratios (pipeline items/s ÷ ceiling
-//! items/s of the same pair) with their min and max, each side's median items/s, and the
-//! p50/p99/max of the rows' `latency_us`.
+//! CPU: the services' from `/proc` (features from its start, so its few milliseconds of
+//! start-up count, model and metric over the same span; 10 ms ticks), a ceiling's from
+//! `getrusage` in each child over its run (every thread, to the microsecond).
+//!
+//! Criterion runs the rounds (`iter_custom`, one round per iteration) and reports the
+//! pipelines' time as `pipeline/items` (with several builds, the sum of their runs); its
+//! first call is the warm-up round, left out of the summary. The summary is one table row
+//! per build: medians of items/s, the per-round items/s ratio to the raw client of its own
+//! library, the p50/p99 of every row's `latency_us`, CPU per item per service, and the
+//! per-round CPU ratios of the services and of nnmon-broker to that raw client.
 //!
 //! `AMQP_URL` names the broker (default: the local one); `NNMON_BENCH_ITEMS` changes N
-//! (default 15 000). `NNMON_BENCH_BINARIES` (`CLIENT=PATH,...`, from `just bench-binaries`)
-//! runs several `nnmon` builds in each round, one per AMQP client, and every round also
-//! runs the ceiling with a raw lapin and a raw amqprs client (`support::raw_lapin`,
-//! `support::raw_amqprs`); the summary is one table row per build, against the raw client
-//! of its own library, with CPU per item per service from `/proc` and the raw clients' own
-//! (`getrusage` in each child) (see README, "Two AMQP clients").
+//! (default 15 000). `NNMON_BENCH_BINARIES` (`CLIENT=PATH,...`) runs several `nnmon` builds
+//! in each round, one per AMQP client; the ceiling through nnmon-broker on a client other
+//! than this bench's needs a bench binary built with it, named in `NNMON_BENCH_SEAMS`
+//! (`CLIENT=PATH`). `just bench-clients` builds both and runs this (see README, "Two AMQP
+//! clients").
 //!
 //! `cargo bench --bench pipeline` (the bench builds the `nnmon` binary itself).
 

@@ -1,6 +1,7 @@
 //! What the broker benches share: where the broker and the binary are, queue plumbing, a
-//! cheap line counter for a growing CSV file, and runs of the pipeline and of the bare
-//! broker ([`run`]).
+//! cheap line counter for a growing CSV file, runs of the pipeline ([`run`]) and of the
+//! bare broker ([`ceiling`], moved by [`raw_lapin`], [`raw_amqprs`] or nnmon-broker,
+//! [`seam`]).
 #![allow(dead_code)] // each bench uses its own part
 
 pub mod ceiling;
