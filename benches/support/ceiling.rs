@@ -120,6 +120,23 @@ pub async fn run_ceiling(
     bench: &Path,
 ) -> Ceiling {
     let queues = declare_queues(connection, queue_type).await;
+    // The queues go whatever happens to the run: a failed one would leave them on the
+    // broker, full of persistent messages.
+    let run = std::panic::AssertUnwindSafe(run_children(&queues, url, items, window, mover, bench));
+    let ceiling = futures_util::FutureExt::catch_unwind(run).await;
+    delete_queues(connection, &queues.all()).await;
+    ceiling.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+}
+
+/// The three children of a ceiling run, one per queue of `queues`, from start to finish.
+async fn run_children(
+    queues: &QueueNames,
+    url: &str,
+    items: u64,
+    window: u16,
+    mover: Mover,
+    bench: &Path,
+) -> Ceiling {
     let mut children = Vec::new();
     for queue in [&queues.features, &queues.y_true, &queues.y_pred] {
         let mut child = Command::new(bench)
@@ -168,7 +185,6 @@ pub async fn run_ceiling(
         cpu_s += cpu;
         assert!(child.wait().await.expect("wait").success());
     }
-    delete_queues(connection, &queues.all()).await;
     Ceiling {
         elapsed: Duration::from_micros(last - first),
         cpu_s,
