@@ -41,7 +41,8 @@
 //! per-round CPU ratios of the services and of nnmon-broker to that raw client.
 //!
 //! `AMQP_URL` names the broker (default: the local one); `NNMON_BENCH_ITEMS` changes N
-//! (default 15 000). `NNMON_BENCH_BINARIES` (`CLIENT=PATH,...`) runs several `nnmon` builds
+//! (default 15 000) and `NNMON_BENCH_WINDOW` the confirm window and prefetch of every run
+//! (default nnmon's 500). `NNMON_BENCH_BINARIES` (`CLIENT=PATH,...`) runs several `nnmon` builds
 //! in each round, one per AMQP client; the ceiling through nnmon-broker on a client other
 //! than this bench's needs a bench binary built with it, named in `NNMON_BENCH_SEAMS`
 //! (`CLIENT=PATH`). `just bench-clients` builds both and runs this (see README, "Two AMQP
@@ -70,6 +71,16 @@ fn items() -> u64 {
         .and_then(|n| n.parse().ok())
         .filter(|&n| n > 0)
         .unwrap_or(DEFAULT_ITEMS)
+}
+
+/// The confirm window and prefetch of every run: `NNMON_BENCH_WINDOW`, else nnmon's
+/// default prefetch ([`WINDOW`]).
+fn window() -> u16 {
+    std::env::var("NNMON_BENCH_WINDOW")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(WINDOW as u16)
 }
 
 /// A group for runs of whole seconds: `SAMPLES` runs of `items` items each, no warm-up to
@@ -130,10 +141,15 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
     let runtime = Runtime::new().expect("tokio runtime");
     let url = amqp_url();
     let items = items();
+    let window = window();
     let connection = runtime.block_on(connect(&url));
+    let topology = Topology {
+        prefetch: window,
+        ..Topology::default()
+    };
     for (client, binary) in &binaries {
         eprintln!(
-            "pipeline: {items} items per run, nnmon on {client}: {}",
+            "pipeline: {items} items per run, window and prefetch {window}, nnmon on {client}: {}",
             binary.display()
         );
     }
@@ -170,18 +186,19 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                     let mut pipelines = Vec::new();
                     for (client, binary) in binaries {
                         let pipeline =
-                            run_pipeline(connection, url, items, Topology::default(), binary)
+                            run_pipeline(connection, url, items, topology, binary)
                                 .await;
                         let lat = &pipeline.latencies_us;
                         let [features, model, metric, busy] = pipeline.cpu;
                         eprintln!(
                             "round {n}: nnmon on {client} {:.2?} = {:.0} items/s, latency p50 {:.1} ms, \
                              p99 {:.1} ms; CPU s features {features:.2}, model {model:.2}, metric {metric:.2}, \
-                             rest (broker, bench) {:.2}, machine busy {busy:.2} of {:.2}",
+                             broker {}, rest (broker, bench) {:.2}, machine busy {busy:.2} of {:.2}",
                             pipeline.elapsed,
                             rate(pipeline.elapsed),
                             percentile(lat, 50.0) as f64 / 1000.0,
                             percentile(lat, 99.0) as f64 / 1000.0,
+                            seconds_or_dash(pipeline.broker_cpu),
                             busy - features - model - metric,
                             cores * pipeline.cpu_window.as_secs_f64(),
                         );
@@ -192,13 +209,14 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                     for raw in RAW_CLIENTS {
                         let mover = Mover::raw(raw).expect("a raw client");
                         let ceiling =
-                            run_ceiling(connection, url, items, "classic", WINDOW as u16, mover, this_bench)
+                            run_ceiling(connection, url, items, "classic", window, mover, this_bench)
                                 .await;
                         eprintln!(
-                            "round {n}: raw {raw} ceiling {:.2?} = {:.0} items/s (x3 queues), CPU {:.2} s",
+                            "round {n}: raw {raw} ceiling {:.2?} = {:.0} items/s (x3 queues), CPU {:.2} s, broker {}",
                             ceiling.elapsed,
                             rate(ceiling.elapsed),
                             ceiling.cpu_s,
+                            seconds_or_dash(ceiling.broker_cpu),
                         );
                         ceilings.push(ceiling);
                     }
@@ -209,13 +227,14 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                             continue;
                         };
                         let ceiling =
-                            run_ceiling(connection, url, items, "classic", WINDOW as u16, Mover::Seam, bench)
+                            run_ceiling(connection, url, items, "classic", window, Mover::Seam, bench)
                                 .await;
                         eprintln!(
-                            "round {n}: nnmon-broker on {client} ceiling {:.2?} = {:.0} items/s (x3 queues), CPU {:.2} s",
+                            "round {n}: nnmon-broker on {client} ceiling {:.2?} = {:.0} items/s (x3 queues), CPU {:.2} s, broker {}",
                             ceiling.elapsed,
                             rate(ceiling.elapsed),
                             ceiling.cpu_s,
+                            seconds_or_dash(ceiling.broker_cpu),
                         );
                         through_seam.push(Some(ceiling));
                     }
@@ -269,9 +288,9 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
     println!(
         "| client | nnmon items/s | raw items/s | items/s ratio | latency p50 / p99 ms | \
          nnmon CPU µs/item: features / model / metric = total | raw CPU µs/item | services / raw CPU | \
-         nnmon-broker CPU µs/item | nnmon-broker / raw CPU |"
+         nnmon-broker CPU µs/item | nnmon-broker / raw CPU | broker CPU µs/item: pipeline / raw ceiling |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (index, (client, _)) in binaries.iter().enumerate() {
         let raw = RAW_CLIENTS.iter().position(|r| r == client);
         // A ceiling's time and CPU seconds.
@@ -291,7 +310,7 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
             .collect();
         latencies.sort_unstable();
         println!(
-            "| {client} | {} | {} | {} | {:.1} / {:.1} | {} / {} / {} = {} | {} | {} | {} | {} |",
+            "| {client} | {} | {} | {} | {:.1} / {:.1} | {} / {} / {} = {} | {} | {} | {} | {} | {} / {} |",
             median_of(nnmon_rate, 0),
             median_of(each(&|r| raw_of(r).map(|(elapsed, _)| rate(elapsed))), 0),
             median_of(
@@ -312,8 +331,20 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
             ),
             median_of(each(&|r| seam_of(r).map(|(_, cpu)| per_item_us(cpu))), 1),
             median_of(each(&|r| Some(seam_of(r)?.1 / raw_of(r)?.1)), 2),
+            median_of(each(&|r| r.pipelines[index].broker_cpu.map(per_item_us)), 1),
+            median_of(
+                each(&|r| raw
+                    .and_then(|raw| r.ceilings[raw].broker_cpu)
+                    .map(per_item_us)),
+                1
+            ),
         );
     }
+}
+
+/// CPU seconds to two places, or "-" when the broker is not a local process.
+fn seconds_or_dash(seconds: Option<f64>) -> String {
+    seconds.map_or_else(|| "-".into(), |s| format!("{s:.2} s"))
 }
 
 /// Criterion without its HTML plots: its plotting backend needs system fonts, which this

@@ -3,6 +3,8 @@
 //! mandatory messages, confirms awaited in windows, prefetch and batched `multiple` acks)
 //! by a [`Mover`]: a raw client, lapin ([`raw_lapin`](super::raw_lapin)) or amqprs
 //! ([`raw_amqprs`](super::raw_amqprs)), or nnmon's own AMQP layer ([`seam`](super::seam)).
+//! Each queue carries the pipeline's own kind of message on it, with nnmon's properties
+//! ([`messages`](super::messages)), made before the clock starts.
 //!
 //! Each queue's publisher and consumer run in a child process of their own: a bench
 //! binary (this one, or one built with the other client for the seam), started with
@@ -17,7 +19,9 @@
 //! (epoch µs) and its own CPU time for that (`getrusage`, every thread). The run's time is
 //! from the first message published by any child to the last acked by any.
 
-use super::run::{ITERATION_TIMEOUT, fresh_prefix};
+use super::broker_process::BrokerProcess;
+use super::messages::{Kind, messages};
+use super::run::{ITERATION_TIMEOUT, TICKS_PER_SECOND, fresh_prefix};
 use super::{amqp_url, delete_queues, raw_amqprs, raw_lapin, seam};
 use lapin::Connection;
 use lapin::options::QueueDeclareOptions;
@@ -38,6 +42,8 @@ const QUEUE_VAR: &str = "NNMON_BENCH_CEILING_QUEUE";
 const COUNT_VAR: &str = "NNMON_BENCH_CEILING_COUNT";
 /// Set in a child: its confirm window and prefetch.
 const WINDOW_VAR: &str = "NNMON_BENCH_CEILING_WINDOW";
+/// Set in a child: the pipeline queue whose kind of messages it moves ([`Kind::name`]).
+const KIND_VAR: &str = "NNMON_BENCH_CEILING_KIND";
 
 /// What moves a ceiling's messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,6 +80,9 @@ pub struct Ceiling {
     pub elapsed: Duration,
     /// CPU seconds of the three children during that.
     pub cpu_s: f64,
+    /// CPU seconds of the broker's process from `go` to the children's end, when it is
+    /// local.
+    pub broker_cpu: Option<f64>,
 }
 
 impl Ceiling {
@@ -138,9 +147,11 @@ async fn run_children(
     bench: &Path,
 ) -> Ceiling {
     let mut children = Vec::new();
-    for queue in [&queues.features, &queues.y_true, &queues.y_pred] {
+    let queues = [&queues.features, &queues.y_true, &queues.y_pred];
+    for (queue, kind) in queues.into_iter().zip(Kind::ALL) {
         let mut child = Command::new(bench)
             .env(MOVER_VAR, mover.name())
+            .env(KIND_VAR, kind.name())
             .env(QUEUE_VAR, queue.as_str())
             .env(COUNT_VAR, items.to_string())
             .env(WINDOW_VAR, window.to_string())
@@ -164,6 +175,8 @@ async fn run_children(
     for (_, _, stdout) in &mut children {
         assert_eq!(next_line(stdout).await, "ready");
     }
+    let broker = BrokerProcess::find(url);
+    let broker_before = broker.map(BrokerProcess::ticks);
     for (_, stdin, _) in &mut children {
         stdin
             .write_all(b"go\n")
@@ -185,9 +198,13 @@ async fn run_children(
         cpu_s += cpu;
         assert!(child.wait().await.expect("wait").success());
     }
+    let broker_cpu = broker
+        .zip(broker_before)
+        .map(|(broker, before)| broker.ticks().saturating_sub(before) as f64 / TICKS_PER_SECOND);
     Ceiling {
         elapsed: Duration::from_micros(last - first),
         cpu_s,
+        broker_cpu,
     }
 }
 
@@ -206,6 +223,11 @@ pub fn serve_if_child() {
         .ok()
         .and_then(|n| n.parse().ok())
         .expect("the child's window");
+    let kind = std::env::var(KIND_VAR)
+        .ok()
+        .and_then(|name| Kind::from_name(&name))
+        .expect("the child's kind of messages");
+    let messages = messages(kind, count);
     let url = amqp_url();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -216,17 +238,17 @@ pub fn serve_if_child() {
             "raw-lapin" => {
                 let pair = raw_lapin::Pair::open(&url, &queue, window).await;
                 wait_for_go().await;
-                measured(pair.run(count)).await
+                measured(pair.run(messages)).await
             }
             "raw-amqprs" => {
                 let pair = raw_amqprs::Pair::open(&url, &queue, window).await;
                 wait_for_go().await;
-                measured(pair.run(count)).await
+                measured(pair.run(messages)).await
             }
             "nnmon-broker" => {
                 let pair = seam::Pair::open(&url, &queue, window).await;
                 wait_for_go().await;
-                measured(pair.run(count)).await
+                measured(pair.run(messages)).await
             }
             other => panic!("no ceiling mover `{other}`"),
         }

@@ -4,7 +4,9 @@
 //! [`seam`]).
 #![allow(dead_code)] // each bench uses its own part
 
+pub mod broker_process;
 pub mod ceiling;
+pub mod messages;
 pub mod raw_amqprs;
 pub mod raw_lapin;
 pub mod run;

@@ -2,7 +2,7 @@
 //! the same clock as [`raw_lapin`](super::raw_lapin), so that nnmon on amqprs is compared
 //! with amqprs alone (see [`ceiling`](super::ceiling)).
 
-use super::run::BODY_BYTES;
+use super::messages::{Message, timestamp_s};
 use amqprs::callbacks::ChannelCallback;
 use amqprs::channel::{
     BasicAckArguments, BasicConsumeArguments, BasicPublishArguments, BasicQosArguments, Channel,
@@ -61,17 +61,17 @@ async fn open(url: &str) -> Connection {
         .unwrap_or_else(|e| panic!("cannot reach the broker at AMQP_URL with amqprs ({e})"))
 }
 
-/// Publishes `count` persistent mandatory messages to `queue`, confirms awaited in windows.
-/// Returns when the first message was published.
+/// Publishes `messages` to `queue`, persistent and mandatory with nnmon's properties,
+/// confirms awaited in windows. Returns when the first message was published.
 async fn publish(
     connection: Connection,
     channel: Channel,
     mut confirms: mpsc::UnboundedReceiver<(u64, bool, bool)>,
     queue: String,
     window: u64,
-    count: u64,
+    messages: Vec<Message>,
 ) -> SystemTime {
-    let body = vec![b'x'; BODY_BYTES];
+    let count = messages.len() as u64;
     let mut arguments = BasicPublishArguments::new("", &queue);
     arguments.mandatory = true;
     // Confirmed: every tag up to `settled`, and single acks beyond it.
@@ -90,7 +90,7 @@ async fn publish(
         }
     };
     let first = SystemTime::now();
-    for published in 0..count {
+    for (published, message) in (0u64..).zip(messages) {
         while published - settled >= window {
             let event = confirms.recv().await.expect("the channel closed");
             confirm(event, &mut settled);
@@ -98,9 +98,11 @@ async fn publish(
         let mut properties = BasicProperties::default();
         properties
             .with_delivery_mode(2)
-            .with_content_type("application/json");
+            .with_content_type("application/json")
+            .with_message_id(&message.id)
+            .with_timestamp(timestamp_s());
         channel
-            .basic_publish(properties, body.clone(), arguments.clone())
+            .basic_publish(properties, message.body, arguments.clone())
             .await
             .expect("publish");
     }
@@ -193,9 +195,10 @@ impl Pair {
         }
     }
 
-    /// Moves `count` messages through the queue; returns when the first was published and
-    /// when the last was acked.
-    pub async fn run(self, count: u64) -> (SystemTime, SystemTime) {
+    /// Moves `messages` through the queue; returns when the first was published and when
+    /// the last was acked.
+    pub async fn run(self, messages: Vec<Message>) -> (SystemTime, SystemTime) {
+        let count = messages.len() as u64;
         let (connection, channel, confirms) = self.publisher;
         let (consumer, consuming, deliveries) = self.consumer;
         tokio::join!(
@@ -205,7 +208,7 @@ impl Pair {
                 confirms,
                 self.queue,
                 self.window.into(),
-                count
+                messages
             ),
             consume(consumer, consuming, deliveries, count)
         )

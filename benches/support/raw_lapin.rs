@@ -3,7 +3,7 @@
 //! its own (see [`ceiling`](super::ceiling)).
 
 use super::connect;
-use super::run::BODY_BYTES;
+use super::messages::{Message, timestamp_s};
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
@@ -55,35 +55,41 @@ impl Pair {
         }
     }
 
-    /// Moves `count` messages through the queue; returns when the first was published and
-    /// when the last was acked.
-    pub async fn run(self, count: u64) -> (SystemTime, SystemTime) {
+    /// Moves `messages` through the queue; returns when the first was published and when
+    /// the last was acked.
+    pub async fn run(self, messages: Vec<Message>) -> (SystemTime, SystemTime) {
+        let count = messages.len() as u64;
         let (connection, channel) = self.publisher;
         let (consumer_connection, consumer) = self.consumer;
         tokio::join!(
-            publish(connection, channel, self.queue, self.window.into(), count),
+            publish(
+                connection,
+                channel,
+                self.queue,
+                self.window.into(),
+                messages
+            ),
             consume(consumer_connection, consumer, count)
         )
     }
 }
 
-/// Publishes `count` persistent mandatory messages to `queue`, confirms awaited in windows.
-/// Returns when the first message was published.
+/// Publishes `messages` to `queue`, persistent and mandatory with nnmon's properties,
+/// confirms awaited in windows. Returns when the first message was published.
 async fn publish(
     connection: Connection,
     channel: Channel,
     queue: String,
     window: usize,
-    count: u64,
+    messages: Vec<Message>,
 ) -> SystemTime {
-    let body = vec![b'x'; BODY_BYTES];
     let options = BasicPublishOptions {
         mandatory: true,
         ..BasicPublishOptions::default()
     };
     let mut in_flight: VecDeque<PublisherConfirm> = VecDeque::with_capacity(window);
     let first = SystemTime::now();
-    for _ in 0..count {
+    for message in messages {
         if in_flight.len() >= window
             && let Some(confirm) = in_flight.pop_front()
         {
@@ -92,9 +98,17 @@ async fn publish(
         }
         let properties = BasicProperties::default()
             .with_delivery_mode(2)
-            .with_content_type("application/json".into());
+            .with_content_type("application/json".into())
+            .with_message_id(message.id.into())
+            .with_timestamp(timestamp_s());
         let confirm = channel
-            .basic_publish("".into(), queue.as_str().into(), options, &body, properties)
+            .basic_publish(
+                "".into(),
+                queue.as_str().into(),
+                options,
+                &message.body,
+                properties,
+            )
             .await
             .expect("publish");
         in_flight.push_back(confirm);

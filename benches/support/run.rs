@@ -4,6 +4,7 @@
 //! **from the first message published to the last message handled** (see
 //! `benches/pipeline.rs` for why), and both keep nnmon's guarantees.
 
+use super::broker_process::BrokerProcess;
 use super::{LineCounter, delete_queues, queue_state};
 use lapin::Connection;
 use lapin::options::ExchangeDeleteOptions;
@@ -16,7 +17,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Unconfirmed messages in flight per publisher, and prefetch per consumer: nnmon's default.
 pub const WINDOW: usize = 500;
-pub const BODY_BYTES: usize = 200;
 /// How long one run may take before the bench gives up.
 pub const ITERATION_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -137,6 +137,8 @@ pub struct PipelineRun {
     pub cpu: [f64; 4],
     /// That window: from the start of `features` to the last row.
     pub cpu_window: Duration,
+    /// CPU seconds of the broker's process over that window, when it is local.
+    pub broker_cpu: Option<f64>,
 }
 
 struct Services {
@@ -308,6 +310,8 @@ pub async fn run_pipeline(
     let mut counters: Vec<LineCounter> = logs.iter().cloned().map(LineCounter::new).collect();
     let count = items.to_string();
     let cpu_before = [services.ticks("model"), services.ticks("metric")];
+    let broker = BrokerProcess::find(url);
+    let broker_before = broker.map(BrokerProcess::ticks);
     let busy_before = machine_busy_ticks();
     let spawned = Instant::now();
     services.spawn(
@@ -337,6 +341,9 @@ pub async fn run_pipeline(
     let cpu_window = spawned.elapsed();
     let busy = machine_busy_ticks() - busy_before;
     let seconds = |ticks: u64| ticks as f64 / TICKS_PER_SECOND;
+    let broker_cpu = broker
+        .zip(broker_before)
+        .map(|(broker, before)| seconds(broker.ticks().saturating_sub(before)));
     let cpu = [
         seconds(services.ticks("features")),
         seconds(services.ticks("model").saturating_sub(cpu_before[0])),
@@ -380,5 +387,6 @@ pub async fn run_pipeline(
         latencies_us,
         cpu,
         cpu_window,
+        broker_cpu,
     }
 }

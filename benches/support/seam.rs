@@ -6,8 +6,8 @@
 //! library, it gives the CPU nnmon's client layer costs per message (see
 //! [`ceiling`](super::ceiling)).
 
-use super::run::BODY_BYTES;
-use nnmon_broker::{Broker, BrokerUrls, Inbox, Properties, Publisher, RetryPolicy};
+use super::messages::Message;
+use nnmon_broker::{Broker, BrokerUrls, Inbox, Publisher, RetryPolicy, message_properties};
 use std::time::SystemTime;
 use tokio_util::sync::CancellationToken;
 
@@ -47,13 +47,14 @@ impl Pair {
         }
     }
 
-    /// Moves `count` messages through the queue; returns when the first was published and
-    /// when the last was acked.
-    pub async fn run(self, count: u64) -> (SystemTime, SystemTime) {
+    /// Moves `messages` through the queue; returns when the first was published and when
+    /// the last was acked.
+    pub async fn run(self, messages: Vec<Message>) -> (SystemTime, SystemTime) {
+        let count = messages.len() as u64;
         let (broker, publisher) = self.publisher;
         let (consumer, inbox) = self.consumer;
         tokio::join!(
-            publish(broker, publisher, self.queue, count),
+            publish(broker, publisher, self.queue, messages),
             consume(consumer, inbox, count)
         )
     }
@@ -65,19 +66,15 @@ async fn publish(
     broker: Broker,
     mut publisher: Publisher<()>,
     queue: String,
-    count: u64,
+    messages: Vec<Message>,
 ) -> SystemTime {
-    let body = vec![b'x'; BODY_BYTES];
-    let properties = Properties::default()
-        .with_delivery_mode(2)
-        .with_content_type("application/json");
     let first = SystemTime::now();
-    for _ in 0..count {
+    for message in messages {
         if publisher.is_full() {
             publisher.confirmed().await.expect("confirm");
         }
         publisher
-            .publish(&queue, &body, properties.clone(), ())
+            .publish(&queue, &message.body, message_properties(&message.id), ())
             .await
             .expect("publish");
     }
