@@ -11,8 +11,9 @@
 //! - pipeline: the real `nnmon` binary (`model` and `metric` running, then
 //!   `features --delay 0 --count N`) until `metric_log.csv` holds N rows.
 //! - ceiling (`support::ceiling`): a publisher → consumer on each of three queues at once
-//!   (one per message of an item), with nnmon's guarantees: durable queues, persistent
-//!   mandatory messages, confirms awaited in windows of 500, prefetch 500 and batched
+//!   (one per message of an item, each carrying the pipeline's own messages for it), with
+//!   nnmon's guarantees: durable queues, persistent mandatory messages, confirms awaited in
+//!   windows of 500, prefetch 500 and batched
 //!   `multiple` acks; each queue moved by a child process on a current-thread runtime, as
 //!   each nnmon service runs. The movers: a raw client (`support::raw_lapin`,
 //!   `support::raw_amqprs`), and nnmon-broker's `Publisher` and `Inbox` with none of the
@@ -31,14 +32,17 @@
 //!
 //! CPU: the services' from `/proc` (features from its start, so its few milliseconds of
 //! start-up count, model and metric over the same span; 10 ms ticks), a ceiling's from
-//! `getrusage` in each child over its run (every thread, to the microsecond).
+//! `getrusage` in each child over its run (every thread, to the microsecond); the broker's
+//! from `/proc` of the local process listening on the AMQP port, over the pipeline's span
+//! and over a ceiling's (`support::broker_process`; "-" when the broker is not local).
 //!
 //! Criterion runs the rounds (`iter_custom`, one round per iteration) and reports the
 //! pipelines' time as `pipeline/items` (with several builds, the sum of their runs); its
 //! first call is the warm-up round, left out of the summary. The summary is one table row
 //! per build: medians of items/s, the per-round items/s ratio to the raw client of its own
 //! library, the p50/p99 of every row's `latency_us`, CPU per item per service, and the
-//! per-round CPU ratios of the services and of nnmon-broker to that raw client.
+//! per-round CPU ratios of the services and of nnmon-broker to that raw client, and the
+//! broker's CPU per item on the pipeline and on that raw client's ceiling.
 //!
 //! `AMQP_URL` names the broker (default: the local one); `NNMON_BENCH_ITEMS` changes N
 //! (default 15 000) and `NNMON_BENCH_WINDOW` the confirm window and prefetch of every run
