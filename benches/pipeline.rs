@@ -13,9 +13,8 @@
 //! - ceiling (`support::ceiling`): a publisher → consumer on each of three queues at once
 //!   (one per message of an item, each carrying the pipeline's own messages for it), with
 //!   nnmon's guarantees: durable queues, persistent mandatory messages, confirms awaited in
-//!   windows of 500, prefetch 500 and batched
-//!   `multiple` acks; each queue moved by a child process on a current-thread runtime, as
-//!   each nnmon service runs. The movers: a raw client (`support::raw_lapin`,
+//!   windows of 500, prefetch 500 and batched `multiple` acks; each queue moved by a
+//!   child process on a current-thread runtime, as each nnmon service runs. The movers: a raw client (`support::raw_lapin`,
 //!   `support::raw_amqprs`), and nnmon-broker's `Publisher` and `Inbox` with none of the
 //!   services' work (`support::seam`), whose CPU set beside the raw client's of the same
 //!   library is what nnmon's AMQP layer costs.
@@ -33,8 +32,10 @@
 //! CPU: the services' from `/proc` (features from its start, so its few milliseconds of
 //! start-up count, model and metric over the same span; 10 ms ticks), a ceiling's from
 //! `getrusage` in each child over its run (every thread, to the microsecond); the broker's
-//! from `/proc` of the local process listening on the AMQP port, over the pipeline's span
-//! and over a ceiling's (`support::broker_process`; "-" when the broker is not local).
+//! from `/proc` of the local process listening on the AMQP port, over the services' span
+//! (so `features`' connection and declarations count, as its own start-up does) and over a
+//! ceiling's from `go` to its children's exit (`support::broker_process`; "-" when the
+//! broker is not local).
 //!
 //! Criterion runs the rounds (`iter_custom`, one round per iteration) and reports the
 //! pipelines' time as `pipeline/items` (with several builds, the sum of their runs); its

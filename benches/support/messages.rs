@@ -5,9 +5,9 @@
 //! publish time and item number, as `features` and `model` send them; every message also
 //! gets nnmon's properties (persistent JSON, its ID, a timestamp), which the movers set.
 //!
-//! Until this module the ceiling moved 200-byte bodies with no ID or timestamp: about a
-//! third fewer bytes per item for the broker to persist than the pipeline's messages, and
-//! fewer properties to decode.
+//! Until this module the ceiling moved 200-byte bodies of `x` with no ID or timestamp:
+//! other sizes per queue than the pipeline's, and fewer properties for the broker to decode
+//! and store.
 
 use nnmon_model::{LinearModel, diabetes};
 use nnmon_proto::{FeaturesMessage, MessageId, ValueMessage};
