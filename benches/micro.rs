@@ -1,5 +1,6 @@
 //! Micro benchmarks of the pure parts every message goes through: wire decoding and
-//! encoding, the ID join, the model, the CSV append, histogram binning and the chart, and
+//! encoding, the ID join, the model and its input-drift test, the CSV append, histogram
+//! binning and the chart, and
 //! on a 10-million-row log the metric's restart and the plot service's refresh.
 //!
 //! `cargo bench --bench micro` (add a filter after `--` to run some of them only).
@@ -12,7 +13,7 @@ use nnmon_join::{Half, Join, JoinLimits, Offer, Pair, Side};
 use nnmon_model::{LinearModel, diabetes};
 use nnmon_proto::{FeaturesMessage, MessageId, ValueMessage};
 use nnmon_report::chart;
-use nnmon_stats::ErrorStats;
+use nnmon_stats::{DIABETES_FEATURE_NAMES, ErrorStats, FeatureDrift, FeatureDriftConfig};
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
 use std::io::{BufWriter, Write};
@@ -228,6 +229,32 @@ fn predict(c: &mut Criterion) {
         b.iter(|| {
             for sample in rows {
                 black_box(black_box(&model).predict(black_box(&sample.features)));
+            }
+        })
+    });
+    group.finish();
+}
+
+/// What `model` does with every feature vector besides predicting it: the input-drift
+/// detector with its default window and cadence, against the data set it was trained on.
+fn feature_drift(c: &mut Criterion) {
+    let rows: Vec<_> = diabetes().iter().map(|sample| sample.features).collect();
+    let mut drift = FeatureDrift::new(&rows, DIABETES_FEATURE_NAMES, FeatureDriftConfig::default());
+    // A full window, so that every `evaluate_every`-th push runs the tests.
+    for row in rows
+        .iter()
+        .cycle()
+        .take(FeatureDriftConfig::default().window)
+    {
+        drift.push(row);
+    }
+    let mut group = c.benchmark_group("model");
+    quick(&mut group);
+    group.throughput(Throughput::Elements(rows.len() as u64));
+    group.bench_function("feature_drift/push_diabetes_rows", |b| {
+        b.iter(|| {
+            for row in &rows {
+                black_box(drift.push(black_box(row)));
             }
         })
     });
@@ -488,7 +515,7 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = proto, join, predict, csv_append, report, plot_refresh
+    targets = proto, join, predict, feature_drift, csv_append, report, plot_refresh
 }
 
 fn main() {

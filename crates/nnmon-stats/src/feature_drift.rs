@@ -1,6 +1,6 @@
 //! Input drift: each feature of the recent items against the training reference.
 
-use crate::ks::{ks_p_value, ks_statistic};
+use crate::ks::{Reference, Tally, ks_p_value};
 use crate::{DriftFlip, FeatureScore};
 use std::collections::VecDeque;
 
@@ -42,19 +42,25 @@ impl Default for FeatureDriftConfig {
 
 /// Two-sample Kolmogorov–Smirnov test of each feature of the last `window` items against
 /// the training reference, every `evaluate_every` items.
+///
+/// `model` runs it on every item, so the window is kept tallied against each feature's
+/// reference ([`Tally`]): an item costs a binary search per feature, and an evaluation one
+/// pass over the reference's distinct values (442 at most for the diabetes data), not a
+/// sort of the window per feature.
 #[derive(Clone, Debug)]
 pub struct FeatureDrift {
     config: FeatureDriftConfig,
     names: [&'static str; FEATURES],
-    /// Each feature's reference values, sorted.
-    reference: Vec<Vec<f64>>,
-    recent: VecDeque<[f64; FEATURES]>,
+    /// Each feature's training values.
+    reference: Vec<Reference>,
+    /// Each feature's recent values, tallied against its reference.
+    window: Vec<Tally>,
+    /// The recent items' slots (feature by feature), oldest first: what leaves the window.
+    recent: VecDeque<[usize; FEATURES]>,
     items: u64,
     skipped: u64,
     alarms: [bool; FEATURES],
     scores: Vec<FeatureScore>,
-    /// Scratch column reused by every evaluation.
-    column: Vec<f64>,
 }
 
 impl FeatureDrift {
@@ -71,27 +77,19 @@ impl FeatureDrift {
             clear_p_value: config.clear_p_value.max(config.alarm_p_value),
             ..config
         };
-        let reference = (0..FEATURES)
-            .map(|feature| {
-                let mut column: Vec<f64> = reference
-                    .iter()
-                    .map(|row| row[feature])
-                    .filter(|v| v.is_finite())
-                    .collect();
-                column.sort_unstable_by(f64::total_cmp);
-                column
-            })
+        let reference: Vec<Reference> = (0..FEATURES)
+            .map(|feature| Reference::new(reference.iter().map(|row| row[feature])))
             .collect();
         Self {
             config,
             names,
+            window: reference.iter().map(Tally::new).collect(),
             reference,
             recent: VecDeque::with_capacity(config.window),
             items: 0,
             skipped: 0,
             alarms: [false; FEATURES],
             scores: Vec::new(),
-            column: Vec::with_capacity(config.window),
         }
     }
 
@@ -108,10 +106,19 @@ impl FeatureDrift {
             return Vec::new();
         }
         self.items += 1;
-        if self.recent.len() == self.config.window {
-            self.recent.pop_front();
+        if self.recent.len() == self.config.window
+            && let Some(oldest) = self.recent.pop_front()
+        {
+            for (tally, slot) in self.window.iter_mut().zip(oldest) {
+                tally.remove(slot);
+            }
         }
-        self.recent.push_back(*features);
+        let slots: [usize; FEATURES] =
+            std::array::from_fn(|feature| self.reference[feature].slot(features[feature]));
+        for (tally, &slot) in self.window.iter_mut().zip(&slots) {
+            tally.add(slot);
+        }
+        self.recent.push_back(slots);
         if self.recent.len() == self.config.window
             && self.items.is_multiple_of(self.config.evaluate_every)
         {
@@ -146,13 +153,9 @@ impl FeatureDrift {
         let mut flips = Vec::new();
         self.scores.clear();
         for feature in 0..FEATURES {
-            self.column.clear();
-            self.column
-                .extend(self.recent.iter().map(|row| row[feature]));
-            self.column.sort_unstable_by(f64::total_cmp);
-            let reference = &self.reference[feature];
-            let statistic = ks_statistic(&self.column, reference);
-            let p_value = ks_p_value(statistic, self.column.len(), reference.len());
+            let (window, reference) = (&self.window[feature], &self.reference[feature]);
+            let statistic = window.ks_statistic(reference);
+            let p_value = ks_p_value(statistic, window.len(), reference.len());
             let was = self.alarms[feature];
             let alarm = if was {
                 p_value <= self.config.clear_p_value

@@ -1,4 +1,6 @@
-//! The two-sample Kolmogorov–Smirnov test.
+//! The two-sample Kolmogorov–Smirnov test: of two sorted samples ([`ks_statistic`]), or
+//! of a sample that changes value by value against a fixed one ([`Reference`] and
+//! [`Tally`]), as a sliding window against training data is.
 
 /// The KS statistic `D = sup |F_a(x) - F_b(x)|` of two sorted samples (ties handled: both
 /// empirical CDFs step past every copy of a value before they are compared). 0 when either
@@ -24,6 +26,135 @@ pub fn ks_statistic(a: &[f64], b: &[f64]) -> f64 {
         d = d.max((i as f64 / n as f64 - j as f64 / m as f64).abs());
     }
     d
+}
+
+/// A fixed sample (the training data of one feature) to test others against. A value is
+/// placed by where it falls among the reference's distinct values (its *slot*): on the
+/// `p`-th (slot `2p + 1`) or between the `p - 1`-th and the `p`-th (slot `2p`, the last
+/// slot above them all). Within a slot the reference's CDF does not change, so a sample
+/// known only by how many of its values fall in each slot ([`Tally`]) has the same KS
+/// statistic as the sample itself.
+#[derive(Clone, Debug)]
+pub struct Reference {
+    /// The distinct values, ascending (`f64::total_cmp`, as [`ks_statistic`] orders them).
+    distinct: Vec<f64>,
+    /// How many reference values are at or below each distinct value.
+    at_or_below: Vec<usize>,
+}
+
+impl Reference {
+    /// The reference of `values` (any order; non-finite values are left out).
+    pub fn new(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut sorted: Vec<f64> = values.into_iter().filter(|v| v.is_finite()).collect();
+        sorted.sort_unstable_by(f64::total_cmp);
+        let mut distinct: Vec<f64> = Vec::new();
+        let mut at_or_below: Vec<usize> = Vec::new();
+        for (seen, value) in (1..).zip(sorted) {
+            match (distinct.last(), at_or_below.last_mut()) {
+                (Some(last), Some(count)) if last.total_cmp(&value).is_eq() => *count = seen,
+                _ => {
+                    distinct.push(value);
+                    at_or_below.push(seen);
+                }
+            }
+        }
+        Self {
+            distinct,
+            at_or_below,
+        }
+    }
+
+    /// The number of reference values.
+    pub fn len(&self) -> usize {
+        self.at_or_below.last().copied().unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.distinct.is_empty()
+    }
+
+    /// The slot of `value`: a binary search among the distinct values.
+    pub fn slot(&self, value: f64) -> usize {
+        let below = self
+            .distinct
+            .partition_point(|d| d.total_cmp(&value).is_lt());
+        let on = self
+            .distinct
+            .get(below)
+            .is_some_and(|d| d.total_cmp(&value).is_eq());
+        2 * below + usize::from(on)
+    }
+
+    /// The number of slots, so slots run from 0 to `slots() - 1`.
+    pub fn slots(&self) -> usize {
+        2 * self.distinct.len() + 1
+    }
+}
+
+/// A sample kept as its count of values in each slot of a [`Reference`], so that values
+/// come and go in any order at the cost of a counter each, and the KS statistic against
+/// the reference takes one pass over its slots instead of a sort of the sample.
+#[derive(Clone, Debug)]
+pub struct Tally {
+    counts: Vec<u32>,
+    len: usize,
+}
+
+impl Tally {
+    /// An empty sample with the slots of `reference`.
+    pub fn new(reference: &Reference) -> Self {
+        Self {
+            counts: vec![0; reference.slots()],
+            len: 0,
+        }
+    }
+
+    /// Adds a value by its slot ([`Reference::slot`]).
+    pub fn add(&mut self, slot: usize) {
+        self.counts[slot] += 1;
+        self.len += 1;
+    }
+
+    /// Removes a value added before, by its slot.
+    pub fn remove(&mut self, slot: usize) {
+        debug_assert!(self.counts[slot] > 0, "removing a value never added");
+        self.counts[slot] -= 1;
+        self.len -= 1;
+    }
+
+    /// The number of values in the sample.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The KS statistic of this sample against `reference` (the one it was made for): the
+    /// same value, bit for bit, as [`ks_statistic`] of the sample and the reference sorted.
+    /// Both CDFs are compared at the top of every slot: at a distinct reference value, and
+    /// just below it, where the largest sample value between two reference values (if
+    /// any) sits; inside a slot the gap only moves towards one of those two ends.
+    pub fn ks_statistic(&self, reference: &Reference) -> f64 {
+        let (n, m) = (self.len, reference.len());
+        if n == 0 || m == 0 {
+            return 0.0;
+        }
+        let (mut at_or_below, mut d) = (0usize, 0.0f64);
+        for (slot, &count) in self.counts.iter().enumerate() {
+            at_or_below += count as usize;
+            // Reference values at or below the slot's top: those up to the distinct value
+            // the slot is on, or, between two of them, up to the one below.
+            let j = match (slot / 2, slot % 2) {
+                (p, 1) => reference.at_or_below[p],
+                (0, _) => 0,
+                (p, _) => reference.at_or_below[p - 1],
+            };
+            d = d.max((at_or_below as f64 / n as f64 - j as f64 / m as f64).abs());
+        }
+        d
+    }
 }
 
 /// The asymptotic p-value of a two-sample KS statistic `d` for samples of `n` and `m`
@@ -113,7 +244,60 @@ mod tests {
         assert!(ks_p_value(1.0, 500, 442) < 1e-100);
     }
 
+    #[test]
+    fn a_reference_places_values_on_and_between_its_distinct_values() {
+        let reference = Reference::new([2.0, 1.0, 2.0, f64::NAN, 3.0]);
+        assert_eq!(reference.len(), 4);
+        assert_eq!(reference.slots(), 7);
+        let slots: Vec<usize> = [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 9.0]
+            .into_iter()
+            .map(|v| reference.slot(v))
+            .collect();
+        assert_eq!(slots, [0, 1, 2, 3, 4, 5, 6]);
+        // Ordered as the sorted statistic orders them: -0 below +0.
+        let zeros = Reference::new([0.0]);
+        assert_eq!((zeros.slot(-0.0), zeros.slot(0.0)), (0, 1));
+        let none = Reference::new([f64::INFINITY]);
+        assert!(none.is_empty());
+        let mut tally = Tally::new(&none);
+        tally.add(none.slot(1.0));
+        assert_eq!(tally.ks_statistic(&none), 0.0);
+    }
+
     proptest! {
+        #[test]
+        fn a_tally_has_the_statistic_of_its_sorted_sample(
+            reference in proptest::collection::vec(-8i32..8, 0..60),
+            sample in proptest::collection::vec(-8i32..8, 0..80),
+            removed in proptest::collection::vec(any::<proptest::sample::Index>(), 0..40),
+        ) {
+            // Ties, halves (values between others) and both zeros, which `total_cmp`
+            // keeps apart: -8 stands for -0.
+            let value = |v: i32| if v == -8 { -0.0 } else { f64::from(v) / 2.0 };
+            let reference_values: Vec<f64> = reference.iter().map(|&v| value(v)).collect();
+            let mut sample: Vec<f64> = sample.iter().map(|&v| value(v)).collect();
+            let tallied = Reference::new(reference_values.iter().copied());
+            let mut tally = Tally::new(&tallied);
+            for &v in &sample {
+                tally.add(tallied.slot(v));
+            }
+            for index in removed {
+                if sample.is_empty() {
+                    break;
+                }
+                let v = sample.swap_remove(index.index(sample.len()));
+                tally.remove(tallied.slot(v));
+            }
+            let mut sorted_reference = reference_values;
+            sorted_reference.sort_unstable_by(f64::total_cmp);
+            sample.sort_unstable_by(f64::total_cmp);
+            prop_assert_eq!(tally.len(), sample.len());
+            prop_assert_eq!(
+                tally.ks_statistic(&tallied).to_bits(),
+                ks_statistic(&sample, &sorted_reference).to_bits()
+            );
+        }
+
         #[test]
         fn statistic_matches_its_definition(
             mut a in proptest::collection::vec(-5i32..5, 1..60),
