@@ -1,7 +1,7 @@
 //! Micro benchmarks of the pure parts every message goes through: wire decoding and
 //! encoding, the ID join, the model and its input-drift test, the CSV append, histogram
-//! binning and the chart, and
-//! on a 10-million-row log the metric's restart and the plot service's refresh.
+//! binning and the chart, and on a 10-million-row log the metric's restart and the plot
+//! service's refresh.
 //!
 //! `cargo bench --bench micro` (add a filter after `--` to run some of them only).
 

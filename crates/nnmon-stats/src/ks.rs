@@ -4,7 +4,7 @@
 
 /// The KS statistic `D = sup |F_a(x) - F_b(x)|` of two sorted samples (ties handled: both
 /// empirical CDFs step past every copy of a value before they are compared). 0 when either
-/// sample is empty.
+/// sample is empty. The definition [`Tally::ks_statistic`] is tested against.
 pub fn ks_statistic(a: &[f64], b: &[f64]) -> f64 {
     let (n, m) = (a.len(), b.len());
     if n == 0 || m == 0 {
@@ -29,11 +29,11 @@ pub fn ks_statistic(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// A fixed sample (the training data of one feature) to test others against. A value is
-/// placed by where it falls among the reference's distinct values (its *slot*): on the
-/// `p`-th (slot `2p + 1`) or between the `p - 1`-th and the `p`-th (slot `2p`, the last
-/// slot above them all). Within a slot the reference's CDF does not change, so a sample
-/// known only by how many of its values fall in each slot ([`Tally`]) has the same KS
-/// statistic as the sample itself.
+/// placed by where it falls among the reference's `k` distinct values (its *slot*): on the
+/// `p`-th one is slot `2p + 1`, between the `p - 1`-th and the `p`-th slot `2p`; slot 0 is
+/// below them all and slot `2k` above them all. Within a slot the reference's CDF does not
+/// change, so a sample known only by how many of its values fall in each slot ([`Tally`])
+/// has the same KS statistic as the sample itself.
 #[derive(Clone, Debug)]
 pub struct Reference {
     /// The distinct values, ascending (`f64::total_cmp`, as [`ks_statistic`] orders them).
@@ -96,7 +96,8 @@ impl Reference {
 /// the reference takes one pass over its slots instead of a sort of the sample.
 #[derive(Clone, Debug)]
 pub struct Tally {
-    counts: Vec<u32>,
+    /// Values in each slot.
+    counts: Vec<usize>,
     len: usize,
 }
 
@@ -131,27 +132,33 @@ impl Tally {
         self.len == 0
     }
 
-    /// The KS statistic of this sample against `reference` (the one it was made for): the
+    /// The KS statistic of this sample against `reference`, the one it was made for (slots
+    /// of another reference mean other values; a debug build checks their number): the
     /// same value, bit for bit, as [`ks_statistic`] of the sample and the reference sorted.
-    /// Both CDFs are compared at the top of every slot: at a distinct reference value, and
-    /// just below it, where the largest sample value between two reference values (if
-    /// any) sits; inside a slot the gap only moves towards one of those two ends.
+    ///
+    /// Both CDFs are compared at the top of every slot: on a distinct reference value, and,
+    /// between two, at the largest sample value there (or where the slot below ended, if
+    /// none is). Those are points [`ks_statistic`] compares at, with the same counts `i`
+    /// and `j` in the same expression, so the values are the same floats. The points it
+    /// compares at and this does not lie inside a slot, below its top: there the reference's
+    /// CDF is flat and the sample's lower, so the gap is no wider than at the slot's top or
+    /// at the top of the slot below.
     pub fn ks_statistic(&self, reference: &Reference) -> f64 {
+        debug_assert_eq!(self.counts.len(), reference.slots(), "another reference");
         let (n, m) = (self.len, reference.len());
         if n == 0 || m == 0 {
             return 0.0;
         }
-        let (mut at_or_below, mut d) = (0usize, 0.0f64);
+        // `i` sample and `j` reference values at or below the slot's top.
+        let (mut i, mut d) = (0usize, 0.0f64);
         for (slot, &count) in self.counts.iter().enumerate() {
-            at_or_below += count as usize;
-            // Reference values at or below the slot's top: those up to the distinct value
-            // the slot is on, or, between two of them, up to the one below.
+            i += count;
             let j = match (slot / 2, slot % 2) {
                 (p, 1) => reference.at_or_below[p],
                 (0, _) => 0,
                 (p, _) => reference.at_or_below[p - 1],
             };
-            d = d.max((at_or_below as f64 / n as f64 - j as f64 / m as f64).abs());
+            d = d.max((i as f64 / n as f64 - j as f64 / m as f64).abs());
         }
         d
     }
@@ -234,12 +241,25 @@ mod tests {
         assert!(kolmogorov_tail(10.0) < 1e-80);
     }
 
+    /// [`Tally::ks_statistic`] of `sample` against `reference`.
+    fn tallied(sample: &[f64], reference: &[f64]) -> f64 {
+        let reference = Reference::new(reference.iter().copied());
+        let mut tally = Tally::new(&reference);
+        for &v in sample {
+            tally.add(reference.slot(v));
+        }
+        tally.ks_statistic(&reference)
+    }
+
     #[test]
     fn identical_and_disjoint_samples() {
         let a = [1.0, 2.0, 2.0, 3.0];
-        assert_eq!(ks_statistic(&a, &a), 0.0);
-        assert_eq!(ks_statistic(&a, &[4.0, 5.0]), 1.0);
-        assert_eq!(ks_statistic(&[0.0, 1.0], &[0.0, 0.0, 1.0, 1.0]), 0.0);
+        for statistic in [ks_statistic, tallied] {
+            assert_eq!(statistic(&a, &a), 0.0);
+            assert_eq!(statistic(&a, &[4.0, 5.0]), 1.0);
+            assert_eq!(statistic(&[4.0, 5.0], &a), 1.0);
+            assert_eq!(statistic(&[0.0, 1.0], &[0.0, 0.0, 1.0, 1.0]), 0.0);
+        }
         assert!(ks_p_value(0.0, 500, 442) > 0.999);
         assert!(ks_p_value(1.0, 500, 442) < 1e-100);
     }
@@ -276,24 +296,24 @@ mod tests {
             let value = |v: i32| if v == -8 { -0.0 } else { f64::from(v) / 2.0 };
             let reference_values: Vec<f64> = reference.iter().map(|&v| value(v)).collect();
             let mut sample: Vec<f64> = sample.iter().map(|&v| value(v)).collect();
-            let tallied = Reference::new(reference_values.iter().copied());
-            let mut tally = Tally::new(&tallied);
+            let reference = Reference::new(reference_values.iter().copied());
+            let mut tally = Tally::new(&reference);
             for &v in &sample {
-                tally.add(tallied.slot(v));
+                tally.add(reference.slot(v));
             }
             for index in removed {
                 if sample.is_empty() {
                     break;
                 }
                 let v = sample.swap_remove(index.index(sample.len()));
-                tally.remove(tallied.slot(v));
+                tally.remove(reference.slot(v));
             }
             let mut sorted_reference = reference_values;
             sorted_reference.sort_unstable_by(f64::total_cmp);
             sample.sort_unstable_by(f64::total_cmp);
             prop_assert_eq!(tally.len(), sample.len());
             prop_assert_eq!(
-                tally.ks_statistic(&tallied).to_bits(),
+                tally.ks_statistic(&reference).to_bits(),
                 ks_statistic(&sample, &sorted_reference).to_bits()
             );
         }
