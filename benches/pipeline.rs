@@ -35,7 +35,10 @@
 //! from `/proc` of the local process listening on the AMQP port, over the services' span
 //! (so `features`' connection and declarations count, as its own start-up does) and over a
 //! ceiling's from `go` to its children's exit (`support::broker_process`; "-" when the
-//! broker is not local).
+//! broker is not local). Over the same spans, the broker's disk syncs as RabbitMQ counts
+//! them (`rabbitmqctl eval`, read outside the CPU spans; "-" when `rabbitmqctl` does not
+//! reach that broker): a classic queue syncs before it confirms, whenever it runs out of
+//! work with confirms owed, so they count how often the queues went idle mid-stream.
 //!
 //! Criterion runs the rounds (`iter_custom`, one round per iteration) and reports the
 //! pipelines' time as `pipeline/items` (with several builds, the sum of their runs); its
@@ -43,7 +46,8 @@
 //! per build: medians of items/s, the per-round items/s ratio to the raw client of its own
 //! library, the p50/p99 of every row's `latency_us`, CPU per item per service, and the
 //! per-round CPU ratios of the services and of nnmon-broker to that raw client, and the
-//! broker's CPU per item on the pipeline and on that raw client's ceiling.
+//! broker's CPU per item and disk syncs per 1 000 items on the pipeline and on that raw
+//! client's ceiling.
 //!
 //! `AMQP_URL` names the broker (default: the local one); `NNMON_BENCH_ITEMS` changes N
 //! (default 15 000) and `NNMON_BENCH_WINDOW` the confirm window and prefetch of every run
@@ -62,6 +66,7 @@ use criterion::{BenchmarkGroup, Criterion, SamplingMode, Throughput, criterion_g
 use std::cell::RefCell;
 use std::path::PathBuf;
 use std::time::Duration;
+use support::broker_process::BrokerWork;
 use support::ceiling::{Ceiling, Mover, run_ceiling, serve_if_child};
 use support::run::{PipelineRun, Topology, WINDOW, median, percentile, run_pipeline};
 use support::{amqp_url, bench_binaries, client_paths, connect};
@@ -203,7 +208,7 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                             rate(pipeline.elapsed),
                             percentile(lat, 50.0) as f64 / 1000.0,
                             percentile(lat, 99.0) as f64 / 1000.0,
-                            seconds_or_dash(pipeline.broker_cpu),
+                            broker_or_dash(pipeline.broker),
                             busy - features - model - metric,
                             cores * pipeline.cpu_window.as_secs_f64(),
                         );
@@ -221,7 +226,7 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                             ceiling.elapsed,
                             rate(ceiling.elapsed),
                             ceiling.cpu_s,
-                            seconds_or_dash(ceiling.broker_cpu),
+                            broker_or_dash(ceiling.broker),
                         );
                         ceilings.push(ceiling);
                     }
@@ -239,7 +244,7 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                             ceiling.elapsed,
                             rate(ceiling.elapsed),
                             ceiling.cpu_s,
-                            seconds_or_dash(ceiling.broker_cpu),
+                            broker_or_dash(ceiling.broker),
                         );
                         through_seam.push(Some(ceiling));
                     }
@@ -275,6 +280,7 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
         ""
     };
     let per_item_us = |seconds: f64| seconds * 1e6 / items as f64;
+    let per_thousand = |count: u64| count as f64 * 1000.0 / items as f64;
     // Ratios are taken within each round, then their median; "-" where a side is missing.
     let median_of = |values: Vec<Option<f64>>, digits: usize| -> String {
         let values: Option<Vec<f64>> = values.into_iter().collect();
@@ -293,9 +299,10 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
     println!(
         "| client | nnmon items/s | raw items/s | items/s ratio | latency p50 / p99 ms | \
          nnmon CPU µs/item: features / model / metric = total | raw CPU µs/item | services / raw CPU | \
-         nnmon-broker CPU µs/item | nnmon-broker / raw CPU | broker CPU µs/item: pipeline / raw ceiling |"
+         nnmon-broker CPU µs/item | nnmon-broker / raw CPU | broker CPU µs/item: pipeline / raw ceiling | \
+         broker disk syncs per 1 000 items: pipeline / raw ceiling |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (index, (client, _)) in binaries.iter().enumerate() {
         let raw = RAW_CLIENTS.iter().position(|r| r == client);
         // A ceiling's time and CPU seconds.
@@ -306,6 +313,8 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
             cpu[0] + cpu[1] + cpu[2]
         };
         let each = |f: &dyn Fn(&Round) -> Option<f64>| measured.iter().map(f).collect::<Vec<_>>();
+        let pipeline_broker = |round: &Round| round.pipelines[index].broker;
+        let raw_broker = |round: &Round| raw.and_then(|raw| round.ceilings[raw].broker);
         let nnmon_rate = each(&|r| Some(rate(r.pipelines[index].elapsed)));
         let service_cpu =
             |i: usize| median_of(each(&|r| Some(per_item_us(r.pipelines[index].cpu[i]))), 1);
@@ -315,7 +324,7 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
             .collect();
         latencies.sort_unstable();
         println!(
-            "| {client} | {} | {} | {} | {:.1} / {:.1} | {} / {} / {} = {} | {} | {} | {} | {} | {} / {} |",
+            "| {client} | {} | {} | {} | {:.1} / {:.1} | {} / {} / {} = {} | {} | {} | {} | {} | {} / {} | {} / {} |",
             median_of(nnmon_rate, 0),
             median_of(each(&|r| raw_of(r).map(|(elapsed, _)| rate(elapsed))), 0),
             median_of(
@@ -336,20 +345,25 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
             ),
             median_of(each(&|r| seam_of(r).map(|(_, cpu)| per_item_us(cpu))), 1),
             median_of(each(&|r| Some(seam_of(r)?.1 / raw_of(r)?.1)), 2),
-            median_of(each(&|r| r.pipelines[index].broker_cpu.map(per_item_us)), 1),
             median_of(
-                each(&|r| raw
-                    .and_then(|raw| r.ceilings[raw].broker_cpu)
-                    .map(per_item_us)),
+                each(&|r| pipeline_broker(r).map(|w| per_item_us(w.cpu_s))),
                 1
             ),
+            median_of(each(&|r| raw_broker(r).map(|w| per_item_us(w.cpu_s))), 1),
+            median_of(each(&|r| pipeline_broker(r)?.syncs.map(per_thousand)), 1),
+            median_of(each(&|r| raw_broker(r)?.syncs.map(per_thousand)), 1),
         );
     }
 }
 
-/// CPU seconds to two places, or "-" when the broker is not a local process.
-fn seconds_or_dash(seconds: Option<f64>) -> String {
-    seconds.map_or_else(|| "-".into(), |s| format!("{s:.2} s"))
+/// The broker's CPU seconds to two places and its disk syncs, or "-" for what could not
+/// be read (the broker is not a local process, or `rabbitmqctl` does not reach it).
+fn broker_or_dash(work: Option<BrokerWork>) -> String {
+    let Some(work) = work else {
+        return "-".into();
+    };
+    let syncs = work.syncs.map_or_else(|| "-".into(), |n| n.to_string());
+    format!("{:.2} s, {syncs} disk syncs", work.cpu_s)
 }
 
 /// Criterion without its HTML plots: its plotting backend needs system fonts, which this

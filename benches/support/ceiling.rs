@@ -19,9 +19,9 @@
 //! (epoch µs) and its own CPU time for that (`getrusage`, every thread). The run's time is
 //! from the first message published by any child to the last acked by any.
 
-use super::broker_process::BrokerProcess;
+use super::broker_process::{BrokerProcess, BrokerWork};
 use super::messages::{Kind, messages};
-use super::run::{ITERATION_TIMEOUT, TICKS_PER_SECOND, fresh_prefix};
+use super::run::{ITERATION_TIMEOUT, fresh_prefix};
 use super::{amqp_url, delete_queues, raw_amqprs, raw_lapin, seam};
 use lapin::Connection;
 use lapin::options::QueueDeclareOptions;
@@ -80,9 +80,8 @@ pub struct Ceiling {
     pub elapsed: Duration,
     /// CPU seconds of the three children during that.
     pub cpu_s: f64,
-    /// CPU seconds of the broker's process from `go` to the children's end, when it is
-    /// local.
-    pub broker_cpu: Option<f64>,
+    /// The broker's CPU and disk syncs from `go` to the children's end, when it is local.
+    pub broker: Option<BrokerWork>,
 }
 
 impl Ceiling {
@@ -175,8 +174,7 @@ async fn run_children(
     for (_, _, stdout) in &mut children {
         assert_eq!(next_line(stdout).await, "ready");
     }
-    let broker = BrokerProcess::find(url);
-    let broker_before = broker.map(BrokerProcess::ticks);
+    let broker = BrokerProcess::find(url).map(BrokerProcess::start);
     for (_, stdin, _) in &mut children {
         stdin
             .write_all(b"go\n")
@@ -198,13 +196,10 @@ async fn run_children(
         cpu_s += cpu;
         assert!(child.wait().await.expect("wait").success());
     }
-    let broker_cpu = broker
-        .zip(broker_before)
-        .map(|(broker, before)| broker.ticks().saturating_sub(before) as f64 / TICKS_PER_SECOND);
     Ceiling {
         elapsed: Duration::from_micros(last - first),
         cpu_s,
-        broker_cpu,
+        broker: broker.map(|span| span.finish()),
     }
 }
 

@@ -4,7 +4,7 @@
 //! **from the first message published to the last message handled** (see
 //! `benches/pipeline.rs` for why), and both keep nnmon's guarantees.
 
-use super::broker_process::BrokerProcess;
+use super::broker_process::{BrokerProcess, BrokerWork};
 use super::{LineCounter, delete_queues, queue_state};
 use lapin::Connection;
 use lapin::options::ExchangeDeleteOptions;
@@ -137,8 +137,8 @@ pub struct PipelineRun {
     pub cpu: [f64; 4],
     /// That window: from the start of `features` to the last row.
     pub cpu_window: Duration,
-    /// CPU seconds of the broker's process over that window, when it is local.
-    pub broker_cpu: Option<f64>,
+    /// The broker's CPU and disk syncs over that window, when it is local.
+    pub broker: Option<BrokerWork>,
 }
 
 struct Services {
@@ -310,8 +310,7 @@ pub async fn run_pipeline(
     let mut counters: Vec<LineCounter> = logs.iter().cloned().map(LineCounter::new).collect();
     let count = items.to_string();
     let cpu_before = [services.ticks("model"), services.ticks("metric")];
-    let broker = BrokerProcess::find(url);
-    let broker_before = broker.map(BrokerProcess::ticks);
+    let broker = BrokerProcess::find(url).map(BrokerProcess::start);
     let busy_before = machine_busy_ticks();
     let spawned = Instant::now();
     services.spawn(
@@ -341,15 +340,13 @@ pub async fn run_pipeline(
     let cpu_window = spawned.elapsed();
     let busy = machine_busy_ticks() - busy_before;
     let seconds = |ticks: u64| ticks as f64 / TICKS_PER_SECOND;
-    let broker_cpu = broker
-        .zip(broker_before)
-        .map(|(broker, before)| seconds(broker.ticks().saturating_sub(before)));
     let cpu = [
         seconds(services.ticks("features")),
         seconds(services.ticks("model").saturating_sub(cpu_before[0])),
         seconds(services.ticks("metric").saturating_sub(cpu_before[1])),
         seconds(busy),
     ];
+    let broker = broker.map(|span| span.finish());
 
     // `features` exits 0 once all its items are confirmed, which is before the last row.
     let features_done_by = Instant::now() + Duration::from_secs(30);
@@ -387,6 +384,6 @@ pub async fn run_pipeline(
         latencies_us,
         cpu,
         cpu_window,
-        broker_cpu,
+        broker,
     }
 }
