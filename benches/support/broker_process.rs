@@ -81,8 +81,8 @@ impl BrokerProcess {
                     .args(["-q", "eval", expression])
                     .output()
                     .ok()
-            })
-            .filter(|output| output.status.success())?;
+                    .filter(|output| output.status.success())
+            })?;
         // `{"3425",67128}`
         let text = String::from_utf8_lossy(&output.stdout);
         let (pid, count) = text.trim().trim_matches(['{', '}']).split_once(',')?;
