@@ -6,6 +6,7 @@ mod common;
 use common::{Pipeline, broker, host_rabbitmqctl, skip};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -513,4 +514,121 @@ async fn a_second_signal_stops_a_service_stuck_in_shutdown_at_once() {
         .stop("features", "TERM", Duration::from_secs(2))
         .await;
     assert_eq!(status.code(), Some(143), "{}", pipeline.logs());
+}
+
+/// Processes whose parent is `parent` and whose program is nnmon's binary: the services a
+/// script started.
+fn nnmon_children(parent: u32) -> Vec<u32> {
+    let nnmon = Path::new(env!("CARGO_BIN_EXE_nnmon"));
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(") ")
+            .and_then(|(_, rest)| rest.split(' ').nth(1))
+            .and_then(|ppid| ppid.parse::<u32>().ok());
+        if ppid == Some(parent)
+            && std::fs::read_link(entry.path().join("exe")).is_ok_and(|exe| exe == nnmon)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Whether process `pid` still runs (a zombie has ended: it only waits to be reaped).
+fn runs(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| !rest.starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// SIGKILLs the processes it holds when dropped, so that a failed test leaves none behind.
+struct KillOnDrop(Vec<u32>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for pid in self.0.iter().filter(|pid| runs(**pid)) {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_stops_just_up_whose_output_reader_died_first() {
+    // `just up 2>&1 | tee up.log`, then Ctrl-C: the terminal signals the whole foreground
+    // group, and `tee` is gone before the script has stopped the services.
+    let Some(broker) = broker().await else { return };
+    let pipeline = Pipeline::new(&broker, "up-tee");
+    let (mut reader, writer) = std::io::pipe().expect("pipe");
+    let mut up = pipeline.wired(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/up"));
+    up.env("NNMON_BIN", env!("CARGO_BIN_EXE_nnmon"))
+        .env(
+            "NNMON_HTTP_ADDR",
+            format!("127.0.0.1:{}", common::free_port()),
+        )
+        .env("NNMON_DELAY", "0.01")
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone().expect("pipe"))
+        .stderr(writer)
+        // A group of its own, as a terminal's foreground job is.
+        .process_group(0);
+    let mut script = up.spawn().expect("scripts/up");
+    drop(up);
+    let mut output = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut chunk = [0; 4096];
+    while !String::from_utf8_lossy(&output).contains("nnmon: up:") {
+        assert!(
+            Instant::now() < deadline,
+            "never up:\n{}",
+            String::from_utf8_lossy(&output)
+        );
+        let read = reader.read(&mut chunk).expect("read the script's output");
+        assert!(
+            read > 0,
+            "the script ended:\n{}",
+            String::from_utf8_lossy(&output)
+        );
+        output.extend_from_slice(&chunk[..read]);
+    }
+    let services = KillOnDrop(nnmon_children(script.id()));
+    assert_eq!(
+        services.0.len(),
+        4,
+        "four services:\n{}",
+        String::from_utf8_lossy(&output)
+    );
+    drop(reader);
+    let group = format!("-{}", script.id());
+    let sent = Command::new("kill").args(["-INT", "--", &group]).status();
+    assert!(sent.is_ok_and(|s| s.success()), "kill -INT -- {group}");
+    let status = exit_within(&mut script, Duration::from_secs(60));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while services.0.iter().any(|pid| runs(*pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let left: Vec<_> = services.0.iter().filter(|pid| runs(**pid)).collect();
+    assert!(
+        left.is_empty(),
+        "services still running after Ctrl-C: {left:?}"
+    );
+    assert!(
+        status.is_some(),
+        "scripts/up did not exit within 60 s of Ctrl-C"
+    );
+    assert!(
+        !pipeline.rows().is_empty(),
+        "the pipeline ran: rows were logged"
+    );
 }

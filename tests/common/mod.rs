@@ -290,23 +290,31 @@ impl Pipeline {
     /// `nnmon <args>` wired to this pipeline's broker, prefix and log folder, its stderr
     /// appended to `<log-dir>/<name>.stderr`.
     pub fn command(&self, name: &str, args: &[&str]) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_nnmon"));
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.log_dir().join(format!("{name}.stderr")))
             .expect("stderr file");
+        let mut command = self.wired(env!("CARGO_BIN_EXE_nnmon"));
         command
             .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        command
+    }
+
+    /// `program` with this pipeline's broker, prefix and log folder in its environment
+    /// (the services' flags' twins), as a service or a script that starts services sees them.
+    pub fn wired(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut command = Command::new(program);
+        command
             .env("AMQP_URL", &self.url)
             .env("NNMON_QUEUE_PREFIX", &self.prefix)
             .env("NNMON_LOG_DIR", self.log_dir())
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
         command
     }
 
