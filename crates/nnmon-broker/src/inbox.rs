@@ -39,6 +39,11 @@ impl Inbox {
     /// after a lost connection, instead of going on without this queue.
     /// Deliveries received before the cancellation are still handed out (and can be
     /// acked): the error comes on the next call.
+    ///
+    /// Cancel-safe, as the services' `select!` loops need: the only await is for the first
+    /// delivery, so a dropped call has taken nothing. Nothing may be awaited after that (a
+    /// pause to gather a bigger batch, say): a call dropped there would lose the deliveries
+    /// it holds, and the next `multiple` ack would settle them unhandled.
     pub async fn next_batch(&mut self) -> Result<Vec<Delivery>, BrokerError> {
         if self.cancelled {
             return Err(self.cancelled());
