@@ -516,21 +516,28 @@ async fn a_second_signal_stops_a_service_stuck_in_shutdown_at_once() {
     assert_eq!(status.code(), Some(143), "{}", pipeline.logs());
 }
 
+/// The fields of `/proc/<pid>/stat` after the program's name (`state ppid …`), which may
+/// itself hold spaces and parentheses; `None` once the process is gone.
+fn stat_fields(pid: u32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ").map(|(_, rest)| rest.to_owned())
+}
+
 /// Processes whose parent is `parent` and whose program is nnmon's binary: the services a
 /// script started.
 fn nnmon_children(parent: u32) -> Vec<u32> {
     let nnmon = Path::new(env!("CARGO_BIN_EXE_nnmon"));
     let mut pids = Vec::new();
     for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
-        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        // `pid (comm) state ppid …`; comm may hold spaces and parentheses.
-        let ppid = stat
-            .rsplit_once(") ")
-            .and_then(|(_, rest)| rest.split(' ').nth(1))
-            .and_then(|ppid| ppid.parse::<u32>().ok());
+        let ppid = stat_fields(pid)
+            .and_then(|fields| fields.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok()));
         if ppid == Some(parent)
             && std::fs::read_link(entry.path().join("exe")).is_ok_and(|exe| exe == nnmon)
         {
@@ -542,13 +549,7 @@ fn nnmon_children(parent: u32) -> Vec<u32> {
 
 /// Whether process `pid` still runs (a zombie has ended: it only waits to be reaped).
 fn runs(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            stat.rsplit_once(") ")
-                .map(|(_, rest)| !rest.starts_with('Z'))
-        })
-        .unwrap_or(false)
+    stat_fields(pid).is_some_and(|fields| !fields.starts_with('Z'))
 }
 
 /// SIGKILLs the processes it holds when dropped, so that a failed test leaves none behind.
