@@ -3,7 +3,8 @@
 //!
 //! Each iteration runs one round on fresh queues (a random prefix, deleted afterwards):
 //! the pipeline once per `nnmon` build, then the ceiling with a raw lapin and a raw amqprs
-//! client, then the ceiling through nnmon-broker on each build's client. Alternating keeps
+//! client, then the ceiling through nnmon-broker on each build's client, then the chain
+//! through nnmon-broker on each build's client. Alternating keeps
 //! slow drift of the shared machine (other work, the broker's memory and disk state) out
 //! of the comparison: the runs of a round see nearly the same machine, so ratios are taken
 //! within a round, then their median reported, not a ratio of two separate series.
@@ -18,6 +19,12 @@
 //!   `support::raw_amqprs`), and nnmon-broker's `Publisher` and `Inbox` with none of the
 //!   services' work (`support::seam`), whose CPU set beside the raw client's of the same
 //!   library is what nnmon's AMQP layer costs.
+//! - chain (`support::chain`): the same three queues and messages moved through
+//!   nnmon-broker in the pipeline's own order, by three processes standing in for the
+//!   services and doing none of their work: `model`'s stand-in publishes a prediction per
+//!   features message delivered and acks it once that is confirmed, `metric`'s acks what
+//!   it reads. Between the ceiling and the pipeline, it tells the cost of chaining the
+//!   queues (on the broker above all) from that of the services' work.
 //!
 //! All are timed the same way: **from the first message published to the last message
 //! handled**. Connection set-up is outside the clock on both sides: it is a fixed cost that
@@ -26,8 +33,8 @@
 //! pipeline's start is the publish time carried by its first item's ID (a UUIDv7, stamped
 //! just before `features` publishes it; millisecond precision, read back from the log), its
 //! end the moment the bench sees the Nth row in `metric_log.csv` (polled every 2 ms). A
-//! ceiling's start is the first publish of its three children (connections, channels and
-//! confirm mode set up before), its end the last consumer's final ack.
+//! ceiling's (or the chain's) start is the first publish of its three children
+//! (connections, channels and confirm mode set up before), its end the last final ack.
 //!
 //! CPU: the services' from `/proc` (features from its start, so its few milliseconds of
 //! start-up count, model and metric over the same span; 10 ms ticks), a ceiling's from
@@ -47,7 +54,11 @@
 //! library, the p50/p99 of every row's `latency_us`, CPU per item per service, and the
 //! per-round CPU ratios of the services and of nnmon-broker to that raw client, and the
 //! broker's CPU per item and disk syncs per 1 000 items on the pipeline and on that raw
-//! client's ceiling.
+//! client's ceiling. A second table takes the gap between that ceiling and the pipeline
+//! apart, one step at a time: the raw ceiling, the same ceiling through nnmon-broker, the
+//! chain, the pipeline; each step's items/s and its ratio to the step before (per round,
+//! then the median), the CPU per item of the chain's stages beside the services', and the
+//! broker's CPU and disk syncs on each step.
 //!
 //! `AMQP_URL` names the broker (default: the local one); `NNMON_BENCH_ITEMS` changes N
 //! (default 15 000) and `NNMON_BENCH_WINDOW` the confirm window and prefetch of every run
@@ -118,6 +129,8 @@ struct Round {
     ceilings: Vec<Ceiling>,
     /// Per nnmon binary.
     seams: Vec<Option<Ceiling>>,
+    /// The chain through nnmon-broker, per nnmon binary.
+    chains: Vec<Option<Ceiling>>,
 }
 
 /// For each nnmon binary's client, the bench binary that moves a ceiling through
@@ -222,36 +235,36 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                             run_ceiling(connection, url, items, "classic", window, mover, this_bench)
                                 .await;
                         eprintln!(
-                            "round {n}: raw {raw} ceiling {:.2?} = {:.0} items/s (x3 queues), CPU {:.2} s, broker {}",
-                            ceiling.elapsed,
-                            rate(ceiling.elapsed),
-                            ceiling.cpu_s,
-                            broker_or_dash(ceiling.broker),
+                            "round {n}: {}",
+                            ceiling_line(&format!("raw {raw} ceiling"), &ceiling, items)
                         );
                         ceilings.push(ceiling);
                     }
-                    let mut through_seam = Vec::new();
-                    for ((client, _), seam) in binaries.iter().zip(seams) {
-                        let Some(bench) = seam else {
-                            through_seam.push(None);
-                            continue;
-                        };
-                        let ceiling =
-                            run_ceiling(connection, url, items, "classic", window, Mover::Seam, bench)
-                                .await;
-                        eprintln!(
-                            "round {n}: nnmon-broker on {client} ceiling {:.2?} = {:.0} items/s (x3 queues), CPU {:.2} s, broker {}",
-                            ceiling.elapsed,
-                            rate(ceiling.elapsed),
-                            ceiling.cpu_s,
-                            broker_or_dash(ceiling.broker),
-                        );
-                        through_seam.push(Some(ceiling));
+                    // Through nnmon-broker: the ceiling, then the chain.
+                    let mut through_seam = [Vec::new(), Vec::new()];
+                    for (runs, (mover, what)) in through_seam.iter_mut().zip([
+                        (Mover::Seam, "ceiling"),
+                        (Mover::Chain, "chained"),
+                    ]) {
+                        for ((client, _), seam) in binaries.iter().zip(seams) {
+                            let Some(bench) = seam else {
+                                runs.push(None);
+                                continue;
+                            };
+                            let run =
+                                run_ceiling(connection, url, items, "classic", window, mover, bench)
+                                    .await;
+                            let what = format!("nnmon-broker on {client} {what}");
+                            eprintln!("round {n}: {}", ceiling_line(&what, &run, items));
+                            runs.push(Some(run));
+                        }
                     }
+                    let [seams, chains] = through_seam;
                     rounds.borrow_mut().push(Round {
                         pipelines,
                         ceilings,
-                        seams: through_seam,
+                        seams,
+                        chains,
                     });
                 }
                 total
@@ -303,6 +316,8 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
          broker disk syncs per 1 000 items: pipeline / raw ceiling |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    // The second table's rows: the gap between the ceiling and the pipeline, taken apart.
+    let mut gap_rows = Vec::new();
     for (index, (client, _)) in binaries.iter().enumerate() {
         let raw = RAW_CLIENTS.iter().position(|r| r == client);
         // A ceiling's time and CPU seconds.
@@ -353,7 +368,90 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
             median_of(each(&|r| pipeline_broker(r)?.syncs.map(per_thousand)), 1),
             median_of(each(&|r| raw_broker(r)?.syncs.map(per_thousand)), 1),
         );
+        // The four steps from the raw ceiling to nnmon, each a run of this round: its time
+        // and CPU, and the broker's work, where there is such a run.
+        let steps = |round: &Round| {
+            let run = |ceiling: Option<Ceiling>| ceiling.map(|c| (c.elapsed, c.broker));
+            [
+                raw.and_then(|raw| run(Some(round.ceilings[raw]))),
+                run(round.seams[index]),
+                run(round.chains[index]),
+                Some((
+                    round.pipelines[index].elapsed,
+                    round.pipelines[index].broker,
+                )),
+            ]
+        };
+        let step_rates = (0..4)
+            .map(|i| median_of(each(&|r| Some(rate(steps(r)[i]?.0))), 0))
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let step_ratios = (1..4)
+            .map(|i| {
+                median_of(
+                    each(&|r| Some(rate(steps(r)[i]?.0) / rate(steps(r)[i - 1]?.0))),
+                    2,
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" / ");
+        let step_broker = |figure: &dyn Fn(BrokerWork) -> Option<f64>| {
+            (0..4)
+                .map(|i| median_of(each(&|r| figure(steps(r)[i]?.1?)), 1))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let chain_of = |round: &Round| round.chains[index];
+        let chain_stage_cpu = |i: usize| {
+            median_of(
+                each(&|r| Some(per_item_us(chain_of(r)?.children_cpu_s[i]))),
+                1,
+            )
+        };
+        gap_rows.push(format!(
+            "| {client} | {step_rates} | {step_ratios} | {} / {} / {} = {} | {} / {} / {} = {} | {} | {} |",
+            chain_stage_cpu(0),
+            chain_stage_cpu(1),
+            chain_stage_cpu(2),
+            median_of(each(&|r| chain_of(r).map(|c| per_item_us(c.cpu_s))), 1),
+            service_cpu(0),
+            service_cpu(1),
+            service_cpu(2),
+            median_of(each(&|r| Some(per_item_us(services_cpu(r)))), 1),
+            step_broker(&|w| Some(per_item_us(w.cpu_s))),
+            step_broker(&|w| w.syncs.map(per_thousand)),
+        ));
     }
+    println!();
+    println!(
+        "The gap taken apart, step by step: the raw ceiling (three queues side by side, the \
+         raw client), the same ceiling through nnmon-broker, the chain (the same queues \
+         chained as the services chain them, through nnmon-broker, with none of their work), \
+         and nnmon; same rounds, medians, ratios per round"
+    );
+    println!(
+        "| client | items/s: raw ceiling / nnmon-broker ceiling / chain / nnmon | \
+         ratio of each step to the one before: nnmon-broker / chain / nnmon | \
+         chain CPU µs/item: features / model / metric = total | \
+         nnmon CPU µs/item: features / model / metric = total | \
+         broker CPU µs/item: raw ceiling / nnmon-broker ceiling / chain / nnmon | \
+         broker disk syncs per 1 000 items: raw ceiling / nnmon-broker ceiling / chain / nnmon |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for row in gap_rows {
+        println!("{row}");
+    }
+}
+
+/// A round's line for a ceiling or chain run called `what`, of `items` items.
+fn ceiling_line(what: &str, run: &Ceiling, items: u64) -> String {
+    format!(
+        "{what} {:.2?} = {:.0} items/s (x3 queues), CPU {:.2} s, broker {}",
+        run.elapsed,
+        items as f64 / run.elapsed.as_secs_f64(),
+        run.cpu_s,
+        broker_or_dash(run.broker),
+    )
 }
 
 /// The broker's CPU seconds to two places and its disk syncs, or "-" for what could not

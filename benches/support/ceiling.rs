@@ -4,9 +4,13 @@
 //! by a [`Mover`]: a raw client, lapin ([`raw_lapin`](super::raw_lapin)) or amqprs
 //! ([`raw_amqprs`](super::raw_amqprs)), or nnmon's own AMQP layer ([`seam`](super::seam)).
 //! Each queue carries the pipeline's own kind of message on it, with nnmon's properties
-//! ([`messages`](super::messages)), made before the clock starts.
+//! ([`messages`](super::messages)), made before the clock starts. The same three queues
+//! can also be moved in the pipeline's own order, chained ([`Mover::Chain`],
+//! [`chain`](super::chain)): not a ceiling, but what nnmon-broker reaches on the
+//! pipeline's flow with none of the services' work.
 //!
-//! Each queue's publisher and consumer run in a child process of their own: a bench
+//! Each queue's publisher and consumer (or each stage of the chain) run in a child process
+//! of their own: a bench
 //! binary (this one, or one built with the other client for the seam), started with
 //! [`MOVER_VAR`] set, on a current-thread tokio runtime. That
 //! is how nnmon's three services run (one process each, one runtime thread each), so the
@@ -20,6 +24,7 @@
 //! from the first message published by any child to the last acked by any.
 
 use super::broker_process::{BrokerProcess, BrokerWork};
+use super::chain::{self, Role};
 use super::messages::{Kind, messages};
 use super::run::{ITERATION_TIMEOUT, fresh_prefix};
 use super::{amqp_url, delete_queues, raw_amqprs, raw_lapin, seam};
@@ -36,7 +41,8 @@ use tokio::process::Command;
 
 /// Set in a child: what moves its messages ([`Mover::name`]).
 const MOVER_VAR: &str = "NNMON_BENCH_CEILING_MOVER";
-/// Set in a child: the queue it publishes to and consumes from.
+/// Set in a child: the queue it publishes to and consumes from (in the chain, the queues'
+/// prefix).
 const QUEUE_VAR: &str = "NNMON_BENCH_CEILING_QUEUE";
 /// Set in a child: how many messages it moves.
 const COUNT_VAR: &str = "NNMON_BENCH_CEILING_COUNT";
@@ -44,6 +50,9 @@ const COUNT_VAR: &str = "NNMON_BENCH_CEILING_COUNT";
 const WINDOW_VAR: &str = "NNMON_BENCH_CEILING_WINDOW";
 /// Set in a child: the pipeline queue whose kind of messages it moves ([`Kind::name`]).
 const KIND_VAR: &str = "NNMON_BENCH_CEILING_KIND";
+/// Set in a child of the chain: the service it stands in for ([`Role::name`]); its
+/// [`QUEUE_VAR`] is then the prefix of the run's queue names.
+const ROLE_VAR: &str = "NNMON_BENCH_CHAIN_ROLE";
 
 /// What moves a ceiling's messages.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,6 +62,9 @@ pub enum Mover {
     /// nnmon-broker's `Publisher` and `Inbox`, on the client the child binary was built
     /// with.
     Seam,
+    /// nnmon-broker as [`Seam`](Self::Seam), the queues chained as the services chain them
+    /// ([`chain`](super::chain)).
+    Chain,
 }
 
 impl Mover {
@@ -70,16 +82,21 @@ impl Mover {
             Self::RawLapin => "raw-lapin",
             Self::RawAmqprs => "raw-amqprs",
             Self::Seam => "nnmon-broker",
+            Self::Chain => "nnmon-broker-chain",
         }
     }
 }
 
 /// One ceiling run.
+#[derive(Clone, Copy, Debug)]
 pub struct Ceiling {
     /// From the first message published to the last acked.
     pub elapsed: Duration,
     /// CPU seconds of the three children during that.
     pub cpu_s: f64,
+    /// Each child's share of `cpu_s`: per queue (`features`, `y_true`, `y_pred`), or per
+    /// stage of the chain (`features`, `model`, `metric`).
+    pub children_cpu_s: [f64; 3],
     /// The broker's CPU and disk syncs from `go` to the children's end, when it is local.
     pub broker: Option<BrokerWork>,
 }
@@ -91,9 +108,11 @@ impl Ceiling {
     }
 }
 
-/// A ceiling run's three durable queues of `queue_type`, on fresh names.
-async fn declare_queues(connection: &Connection, queue_type: &str) -> QueueNames {
-    let queues = QueueNames::with_prefix(&fresh_prefix("ceiling"));
+/// A ceiling run's three durable queues of `queue_type`, on fresh names: their prefix and
+/// names.
+async fn declare_queues(connection: &Connection, queue_type: &str) -> (String, QueueNames) {
+    let prefix = fresh_prefix("ceiling");
+    let queues = QueueNames::with_prefix(&prefix);
     let declare = connection.create_channel().await.expect("channel");
     let mut arguments = FieldTable::default();
     arguments.insert(
@@ -111,7 +130,7 @@ async fn declare_queues(connection: &Connection, queue_type: &str) -> QueueNames
             .expect("declare");
     }
     let _ = declare.close(200, "done".into()).await;
-    queues
+    (prefix, queues)
 }
 
 /// One run of the bare broker by `mover` at `url` (one URL; `connection` is to it, for
@@ -127,17 +146,21 @@ pub async fn run_ceiling(
     mover: Mover,
     bench: &Path,
 ) -> Ceiling {
-    let queues = declare_queues(connection, queue_type).await;
+    let (prefix, queues) = declare_queues(connection, queue_type).await;
     // The queues go whatever happens to the run: a failed one would leave them on the
     // broker, full of persistent messages.
-    let run = std::panic::AssertUnwindSafe(run_children(&queues, url, items, window, mover, bench));
+    let run = std::panic::AssertUnwindSafe(run_children(
+        &prefix, &queues, url, items, window, mover, bench,
+    ));
     let ceiling = futures_util::FutureExt::catch_unwind(run).await;
     delete_queues(connection, &queues.all()).await;
     ceiling.unwrap_or_else(|panic| std::panic::resume_unwind(panic))
 }
 
-/// The three children of a ceiling run, one per queue of `queues`, from start to finish.
+/// The three children of a ceiling run, one per queue of `queues` (or per stage of the
+/// chain over them, named by their `prefix`), from start to finish.
 async fn run_children(
+    prefix: &str,
     queues: &QueueNames,
     url: &str,
     items: u64,
@@ -146,12 +169,31 @@ async fn run_children(
     bench: &Path,
 ) -> Ceiling {
     let mut children = Vec::new();
-    let queues = [&queues.features, &queues.y_true, &queues.y_pred];
-    for (queue, kind) in queues.into_iter().zip(Kind::ALL) {
+    // What each child moves: a queue and its kind of messages, or a stage of the chain.
+    let parts: Vec<[(&str, String); 2]> = match mover {
+        Mover::Chain => Role::ALL
+            .map(|role| {
+                [
+                    (ROLE_VAR, role.name().to_owned()),
+                    (QUEUE_VAR, prefix.to_owned()),
+                ]
+            })
+            .into(),
+        _ => [&queues.features, &queues.y_true, &queues.y_pred]
+            .into_iter()
+            .zip(Kind::ALL)
+            .map(|(queue, kind)| {
+                [
+                    (KIND_VAR, kind.name().to_owned()),
+                    (QUEUE_VAR, queue.clone()),
+                ]
+            })
+            .collect(),
+    };
+    for part in parts {
         let mut child = Command::new(bench)
             .env(MOVER_VAR, mover.name())
-            .env(KIND_VAR, kind.name())
-            .env(QUEUE_VAR, queue.as_str())
+            .envs(part)
             .env(COUNT_VAR, items.to_string())
             .env(WINDOW_VAR, window.to_string())
             .env("AMQP_URL", url)
@@ -181,8 +223,8 @@ async fn run_children(
             .await
             .expect("start a ceiling child");
     }
-    let (mut first, mut last, mut cpu_s) = (u64::MAX, 0u64, 0.0);
-    for (child, _, stdout) in &mut children {
+    let (mut first, mut last, mut children_cpu_s) = (u64::MAX, 0u64, [0.0; 3]);
+    for ((child, _, stdout), child_cpu_s) in children.iter_mut().zip(&mut children_cpu_s) {
         let line = next_line(stdout).await;
         let fields: Vec<f64> = line
             .split_whitespace()
@@ -193,12 +235,13 @@ async fn run_children(
         };
         first = first.min(published as u64);
         last = last.max(acked as u64);
-        cpu_s += cpu;
+        *child_cpu_s = cpu;
         assert!(child.wait().await.expect("wait").success());
     }
     Ceiling {
         elapsed: Duration::from_micros(last - first),
-        cpu_s,
+        cpu_s: children_cpu_s.iter().sum(),
+        children_cpu_s,
         broker: broker.map(|span| span.finish()),
     }
 }
@@ -218,17 +261,27 @@ pub fn serve_if_child() {
         .ok()
         .and_then(|n| n.parse().ok())
         .expect("the child's window");
-    let kind = std::env::var(KIND_VAR)
-        .ok()
-        .and_then(|name| Kind::from_name(&name))
-        .expect("the child's kind of messages");
-    let messages = messages(kind, count);
     let url = amqp_url();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     let ((first, last), cpu) = runtime.block_on(async {
+        if mover == Mover::Chain.name() {
+            let role = std::env::var(ROLE_VAR)
+                .ok()
+                .and_then(|name| Role::from_name(&name))
+                .expect("the child's stage of the chain");
+            let queues = QueueNames::with_prefix(&queue);
+            let stage = chain::Stage::open(&url, role, queues, window, count).await;
+            wait_for_go().await;
+            return measured(stage.run()).await;
+        }
+        let kind = std::env::var(KIND_VAR)
+            .ok()
+            .and_then(|name| Kind::from_name(&name))
+            .expect("the child's kind of messages");
+        let messages = messages(kind, count);
         match mover.as_str() {
             "raw-lapin" => {
                 let pair = raw_lapin::Pair::open(&url, &queue, window).await;

@@ -1,11 +1,12 @@
 //! What the broker benches share: where the broker and the binary are, queue plumbing, a
 //! cheap line counter for a growing CSV file, runs of the pipeline ([`run`]) and of the
 //! bare broker ([`ceiling`], moved by [`raw_lapin`], [`raw_amqprs`] or nnmon-broker,
-//! [`seam`]).
+//! [`seam`], or chained as the services are, [`chain`]).
 #![allow(dead_code)] // each bench uses its own part
 
 pub mod broker_process;
 pub mod ceiling;
+pub mod chain;
 pub mod messages;
 pub mod raw_amqprs;
 pub mod raw_lapin;

@@ -18,7 +18,8 @@ pub struct Pair {
     queue: String,
 }
 
-async fn connect(url: &str) -> Broker {
+/// A connection through nnmon-broker to `url`, as a service makes it.
+pub(super) async fn connect(url: &str) -> Broker {
     let urls: BrokerUrls = url.parse().expect("AMQP_URL");
     Broker::connect(
         &urls,
