@@ -73,8 +73,9 @@ bench-binaries:
     echo "NNMON_BENCH_SEAMS=lapin=$target/bench-binaries/pipeline-bench-lapin"
 
 # The pipeline bench with nnmon on each client side by side, each beside a raw client of
-# the same library and beside the same ceiling moved through nnmon-broker (the table in
-# README's "Two AMQP clients")
+# the same library, the same ceiling moved through nnmon-broker, and the chain (the
+# pipeline's flow through nnmon-broker with none of the services' work): the tables in
+# README's "Two AMQP clients"
 bench-clients: broker bench-binaries
     #!/usr/bin/env bash
     set -euo pipefail

@@ -34,7 +34,8 @@
 //! just before `features` publishes it; millisecond precision, read back from the log), its
 //! end the moment the bench sees the Nth row in `metric_log.csv` (polled every 2 ms). A
 //! ceiling's (or the chain's) start is the first publish of its three children
-//! (connections, channels and confirm mode set up before), its end the last final ack.
+//! (connections, channels and confirm mode set up before), its end the last consumer's
+//! final ack (the chain's: that of `metric`'s stand-in).
 //!
 //! CPU: the services' from `/proc` (features from its start, so its few milliseconds of
 //! start-up count, model and metric over the same span; 10 ms ticks), a ceiling's from
@@ -121,8 +122,8 @@ fn long_group<'a>(c: &'a mut Criterion, name: &str, items: u64) -> BenchmarkGrou
 const RAW_CLIENTS: [&str; 2] = ["lapin", "amqprs"];
 
 /// One iteration: a pipeline run per nnmon binary, then a ceiling run per raw client, then
-/// one through nnmon-broker per nnmon binary's client (when a bench binary of that client
-/// is at hand).
+/// one through nnmon-broker per nnmon binary's client, then a chain per nnmon binary's
+/// client (those two when a bench binary of that client is at hand).
 struct Round {
     pipelines: Vec<PipelineRun>,
     /// Per raw client.
@@ -241,8 +242,8 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                         ceilings.push(ceiling);
                     }
                     // Through nnmon-broker: the ceiling, then the chain.
-                    let mut through_seam = [Vec::new(), Vec::new()];
-                    for (runs, (mover, what)) in through_seam.iter_mut().zip([
+                    let mut through_nnmon_broker = [Vec::new(), Vec::new()];
+                    for (runs, (mover, what)) in through_nnmon_broker.iter_mut().zip([
                         (Mover::Seam, "ceiling"),
                         (Mover::Chain, "chained"),
                     ]) {
@@ -259,12 +260,12 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
                             runs.push(Some(run));
                         }
                     }
-                    let [seams, chains] = through_seam;
+                    let [seam_runs, chain_runs] = through_nnmon_broker;
                     rounds.borrow_mut().push(Round {
                         pipelines,
                         ceilings,
-                        seams,
-                        chains,
+                        seams: seam_runs,
+                        chains: chain_runs,
                     });
                 }
                 total
@@ -369,7 +370,7 @@ fn pipeline_vs_ceiling(c: &mut Criterion) {
             median_of(each(&|r| raw_broker(r)?.syncs.map(per_thousand)), 1),
         );
         // The four steps from the raw ceiling to nnmon, each a run of this round: its time
-        // and CPU, and the broker's work, where there is such a run.
+        // and the broker's work, where there is such a run.
         let steps = |round: &Round| {
             let run = |ceiling: Option<Ceiling>| ceiling.map(|c| (c.elapsed, c.broker));
             [

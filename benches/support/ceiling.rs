@@ -21,7 +21,8 @@
 //! stays outside the clock (as nnmon's services are connected before their first item);
 //! then it moves its messages and prints when it published the first and acked the last
 //! (epoch µs) and its own CPU time for that (`getrusage`, every thread). The run's time is
-//! from the first message published by any child to the last acked by any.
+//! from the first message published by any child to the last acked by any (in the chain,
+//! by `metric`'s stand-in: see [`chain`](super::chain)).
 
 use super::broker_process::{BrokerProcess, BrokerWork};
 use super::chain::{self, Role};

@@ -6,18 +6,26 @@
 //! The ceiling's three queues run side by side, each fed by a publisher that never waits
 //! for anything but its confirms. The pipeline's are chained: `model` publishes only what
 //! it was delivered and acks a features message only once its prediction is confirmed, and
-//! `metric` reads what the other two wrote. The chain keeps exactly that dependency, so
-//! set between the ceiling and the pipeline it tells apart what the chaining costs (the
-//! broker's work changes with it: queues that run dry sync more often) from what nnmon's
-//! services cost on top (see [`ceiling`](super::ceiling), which runs it).
+//! `metric` reads what the other two wrote. The chain keeps exactly that dependency, and
+//! the services' layout of connections and windows (one connection a stage, where the
+//! ceiling has one per publisher and per consumer; `features`' one window shared by its
+//! two queues, where each ceiling queue has one of its own). Set between the ceiling
+//! through nnmon-broker and the pipeline, it tells apart what the pipeline's shape costs
+//! (the broker's work changes with it: queues that run dry sync more often) from what
+//! nnmon's services cost on top (see [`ceiling`](super::ceiling), which runs it).
 //!
-//! - `features`: one publisher (a window of messages, not items, as the service's), each
-//!   item's features message then its true value.
+//! - `features`: one publisher whose window counts messages, not items; as the service,
+//!   it starts an item (its features message, then its true value) while the window is not
+//!   full.
 //! - `model`: an inbox on `features`; each delivery yields one publish to `y_pred` whose
 //!   token is the delivery's acker; a confirm acks, with `multiple`, up to the newest
 //!   delivery it settles; no new batch is taken while the window is full.
 //! - `metric`: an inbox on each of `y_true` and `y_pred`; each batch is acked with
 //!   `multiple` as it comes.
+//!
+//! The run ends when `metric` acks its last batch, as the pipeline's ends at its last row:
+//! `features` and `model` report their first publish as their end too, so that their own
+//! last confirms (which the pipeline's clock does not wait for either) stay out of it.
 
 use super::messages::{Kind, Message, messages};
 use super::seam::connect;
@@ -55,8 +63,8 @@ enum Work {
     Features(Publisher<()>, Vec<(Message, Message)>),
     /// A prediction per features message delivered.
     Model(Inbox, Publisher<Acker>, Vec<Message>),
-    /// The true values and the predictions.
-    Metric(Inbox, Inbox),
+    /// The true values and the predictions, as many of each as there are items.
+    Metric(Inbox, Inbox, u64),
 }
 
 /// One process of the chain, connected and waiting.
@@ -64,14 +72,13 @@ pub struct Stage {
     broker: Broker,
     queues: QueueNames,
     work: Work,
-    count: u64,
 }
 
 impl Stage {
     /// Connects `role`'s side of the chain over `queues` for `count` items: publishers
     /// allowing `window` unconfirmed messages, inboxes with as much prefetch.
     pub async fn open(url: &str, role: Role, queues: QueueNames, window: u16, count: u64) -> Self {
-        let broker = connect(url).await;
+        let broker = connect(url, "nnmon-bench-chain").await;
         let work = match role {
             Role::Features => {
                 let publisher = broker.publisher(window.into()).await.expect("publisher");
@@ -89,50 +96,54 @@ impl Stage {
             Role::Metric => {
                 let truths = broker.inbox(&queues.y_true, window).await.expect("inbox");
                 let predictions = broker.inbox(&queues.y_pred, window).await.expect("inbox");
-                Work::Metric(truths, predictions)
+                Work::Metric(truths, predictions, count)
             }
         };
         Self {
             broker,
             queues,
             work,
-            count,
         }
     }
 
-    /// Does this stage's part; returns when it first published (or, for `metric`, was
-    /// first delivered to) and when it last acked (or, for `features`, had its last
-    /// confirm).
+    /// Does this stage's part; returns when the run started and ended as far as this
+    /// stage can tell: for `features` and `model` their first publish, twice; for
+    /// `metric` its first delivery and its last ack.
     pub async fn run(self) -> (SystemTime, SystemTime) {
         let Self {
             broker,
             queues,
             work,
-            count,
         } = self;
         let span = match work {
-            Work::Features(publisher, items) => features(publisher, &queues, items).await,
-            Work::Model(inbox, publisher, predictions) => {
-                model(inbox, publisher, &queues.y_pred, predictions).await
+            Work::Features(publisher, items) => {
+                let first = features(publisher, &queues, items).await;
+                (first, first)
             }
-            Work::Metric(truths, predictions) => metric(truths, predictions, count).await,
+            Work::Model(inbox, publisher, predictions) => {
+                let first = model(inbox, publisher, &queues.y_pred, predictions).await;
+                (first, first)
+            }
+            Work::Metric(truths, predictions, count) => metric(truths, predictions, count).await,
         };
         broker.close().await;
         span
     }
 }
 
+/// Publishes every item, an item at a time while the window is not full; returns when it
+/// published the first.
 async fn features(
     mut publisher: Publisher<()>,
     queues: &QueueNames,
     items: Vec<(Message, Message)>,
-) -> (SystemTime, SystemTime) {
+) -> SystemTime {
     let first = SystemTime::now();
     for (features, truth) in items {
+        if publisher.is_full() {
+            publisher.confirmed().await.expect("confirm");
+        }
         for (queue, message) in [(&queues.features, features), (&queues.y_true, truth)] {
-            if publisher.is_full() {
-                publisher.confirmed().await.expect("confirm");
-            }
             publisher
                 .publish(queue, &message.body, message_properties(&message.id), ())
                 .await
@@ -140,15 +151,17 @@ async fn features(
         }
     }
     publisher.drain().await.expect("confirms");
-    (first, SystemTime::now())
+    first
 }
 
+/// Predicts (publishes the next of `predictions` for) every features message delivered and
+/// acks it once that is confirmed; returns when it published the first.
 async fn model(
     mut inbox: Inbox,
     mut publisher: Publisher<Acker>,
     y_pred: &str,
     predictions: Vec<Message>,
-) -> (SystemTime, SystemTime) {
+) -> SystemTime {
     let count = predictions.len();
     let mut predictions = predictions.into_iter();
     let (mut first, mut settled) = (None, 0);
@@ -180,9 +193,11 @@ async fn model(
             }
         }
     }
-    (first.expect("published"), SystemTime::now())
+    first.expect("published")
 }
 
+/// Acks `count` true values and `count` predictions, a batch at a time; returns when the
+/// first was delivered and when the last was acked.
 async fn metric(mut truths: Inbox, mut predictions: Inbox, count: u64) -> (SystemTime, SystemTime) {
     let (mut first, mut taken) = (None, [0u64; 2]);
     while taken.iter().any(|&side| side < count) {

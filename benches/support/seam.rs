@@ -18,13 +18,14 @@ pub struct Pair {
     queue: String,
 }
 
-/// A connection through nnmon-broker to `url`, as a service makes it.
-pub(super) async fn connect(url: &str) -> Broker {
+/// A connection through nnmon-broker to `url`, as a service makes it, named `name` on the
+/// broker.
+pub(super) async fn connect(url: &str, name: &str) -> Broker {
     let urls: BrokerUrls = url.parse().expect("AMQP_URL");
     Broker::connect(
         &urls,
         0,
-        "nnmon-bench-seam",
+        name,
         RetryPolicy::default(),
         &CancellationToken::new(),
     )
@@ -37,9 +38,9 @@ impl Pair {
     /// Connects both sides: a publisher allowing `window` unconfirmed messages, and an
     /// inbox with as much prefetch.
     pub async fn open(url: &str, queue: &str, window: u16) -> Self {
-        let publisher = connect(url).await;
+        let publisher = connect(url, "nnmon-bench-seam").await;
         let publishing = publisher.publisher(window.into()).await.expect("publisher");
-        let consumer = connect(url).await;
+        let consumer = connect(url, "nnmon-bench-seam").await;
         let inbox = consumer.inbox(queue, window).await.expect("inbox");
         Self {
             publisher: (publisher, publishing),
