@@ -59,7 +59,8 @@ impl Role {
 
 /// What a stage moves, made before the clock starts.
 enum Work {
-    /// Each item's features message and true value.
+    /// Each item's features message and true value (the three kinds of message are made
+    /// apart, under IDs of their own: no stage of the chain joins them).
     Features(Publisher<()>, Vec<(Message, Message)>),
     /// A prediction per features message delivered.
     Model(Inbox, Publisher<Acker>, Vec<Message>),
