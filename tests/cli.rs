@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::procfs::{processes, runs, stat_fields};
 use common::{Pipeline, broker, host_rabbitmqctl, skip};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -516,40 +517,20 @@ async fn a_second_signal_stops_a_service_stuck_in_shutdown_at_once() {
     assert_eq!(status.code(), Some(143), "{}", pipeline.logs());
 }
 
-/// The fields of `/proc/<pid>/stat` after the program's name (`state ppid …`), which may
-/// itself hold spaces and parentheses; `None` once the process is gone.
-fn stat_fields(pid: u32) -> Option<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(") ").map(|(_, rest)| rest.to_owned())
-}
-
 /// Processes whose parent is `parent` and whose program is nnmon's binary: the services a
 /// script started.
 fn nnmon_children(parent: u32) -> Vec<u32> {
     let nnmon = Path::new(env!("CARGO_BIN_EXE_nnmon"));
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let ppid = stat_fields(pid)
-            .and_then(|fields| fields.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok()));
-        if ppid == Some(parent)
-            && std::fs::read_link(entry.path().join("exe")).is_ok_and(|exe| exe == nnmon)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-/// Whether process `pid` still runs (a zombie has ended: it only waits to be reaped).
-fn runs(pid: u32) -> bool {
-    stat_fields(pid).is_some_and(|fields| !fields.starts_with('Z'))
+    processes()
+        .into_iter()
+        .filter(|(pid, folder)| {
+            let ppid = stat_fields(*pid)
+                .and_then(|fields| fields.split(' ').nth(1).and_then(|p| p.parse::<u32>().ok()));
+            ppid == Some(parent)
+                && std::fs::read_link(folder.join("exe")).is_ok_and(|exe| exe == nnmon)
+        })
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// SIGKILLs the processes it holds when dropped, so that a failed test leaves none behind.

@@ -470,25 +470,12 @@ fn a_non_empty_out_folder_is_refused() {
 /// environments.
 fn processes_with_env(entry: &str) -> Vec<(u32, String)> {
     let mut found = Vec::new();
-    for process in std::fs::read_dir("/proc").expect("/proc") {
-        let path = process.expect("an entry").path();
-        let Some(pid) = path
-            .file_name()
-            .and_then(|n| n.to_str()?.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let (Ok(environ), Ok(stat)) = (
-            std::fs::read(path.join("environ")),
-            std::fs::read_to_string(path.join("stat")),
-        ) else {
+    for (pid, folder) in common::procfs::processes() {
+        let Ok(environ) = std::fs::read(folder.join("environ")) else {
             continue;
         };
         let environ = String::from_utf8_lossy(&environ).replace('\0', "\n");
-        let zombie = stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z'));
-        if !zombie && environ.lines().any(|line| line == entry) {
+        if common::procfs::runs(pid) && environ.lines().any(|line| line == entry) {
             found.push((pid, environ));
         }
     }

@@ -2,6 +2,8 @@
 //! separate processes, one queue prefix and log folder per test, queues deleted afterwards.
 #![allow(dead_code)] // each test binary uses its own part of the harness
 
+pub mod procfs;
+
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeDeleteOptions, QueueDeclareOptions,
     QueueDeleteOptions,
